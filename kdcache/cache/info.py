@@ -1,0 +1,92 @@
+"""A summary of a cache: provenance, completeness, per-array sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import schema as sc
+from .reader import TeacherCache
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
+    """Provenance attrs, completeness, rows/shards done and, for local caches, on-disk bytes per array."""
+    cache = cache if isinstance(cache, TeacherCache) else TeacherCache.open(cache)
+    lay = cache.layout
+    done = cache.done()
+    rows_done = int(sum(lay.shard_slice(int(s)).stop - lay.shard_slice(int(s)).start for s in np.flatnonzero(done)))
+    local = None if cache.is_remote else Path(cache.url.removeprefix("file://"))
+    U = int(cache.settings.get("num_utterances", 0))
+    arrays: dict[str, Any] = {}
+    for name, spec in sc.array_specs(lay, U, with_head=bool(cache.settings.get("has_head"))).items():
+        arr = cache.array(name)
+        entry: dict[str, Any] = {
+            "shape": list(arr.shape),
+            "dtype": "str" if arr.dtype.kind in "TUO" else str(arr.dtype),
+            "chunks": list(arr.chunks),
+            "shards": list(arr.shards) if arr.shards else None,
+        }
+        if local is not None:
+            stored = _dir_bytes(local / name)
+            entry["stored_bytes"] = stored
+            if spec.row_indexed:
+                entry["bytes_per_row"] = stored / max(rows_done, 1)
+        arrays[name] = entry
+    return {
+        "path": cache.url,
+        "settings": cache.settings,
+        "complete": bool(done.all()),
+        "num_rows": lay.num_rows,
+        "rows_done": rows_done,
+        "num_shards": lay.num_shards,
+        "shards_done": int(done.sum()),
+        "missing_shards": [int(s) for s in np.flatnonzero(~done)],
+        "arrays": arrays,
+    }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable text of cache_info's dict."""
+    s = info["settings"]
+    lay = s.get("layout", {})
+    lines = [
+        f"cache          {info['path']}",
+        f"format         {s.get('format_version')}   created {s.get('created', '?')}",
+        f"rows           {info['rows_done']:,} of {info['num_rows']:,} written; shards {info['shards_done']} of "
+        f"{info['num_shards']} done" + ("" if info["complete"] else " (INCOMPLETE)"),
+        f"layout         S={lay.get('num_classes')} D={lay.get('embed_dim')} logits={lay.get('logits_mode')} "
+        f"shard_rows={lay.get('shard_rows')} chunk_rows={lay.get('chunk_rows')} "
+        f"saliency={lay.get('saliency_shape')} integrated={lay.get('integrated')}",
+    ]
+    skip = {"format_version", "created", "layout", "complete", "initialized"}
+    for key in sorted(k for k in s if k not in skip):
+        lines.append(f"{key:<14} {json.dumps(s[key], sort_keys=True)}")
+    missing = info["missing_shards"]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        lines.append(f"missing        shards {shown}")
+    lines.append("arrays")
+    for name, a in info["arrays"].items():
+        size = f"  {_size(a['stored_bytes']):>10}" if "stored_bytes" in a else ""
+        per_row = f"  {a['bytes_per_row']:.0f} B/row" if "bytes_per_row" in a else ""
+        lines.append(f"  {name:<30} {str(tuple(a['shape'])):<22} {a['dtype']:<10}{size}{per_row}")
+    return "\n".join(lines)

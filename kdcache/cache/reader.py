@@ -1,0 +1,357 @@
+"""Read-only access to a teacher cache, local or remote (file://, http(s)://, s3://).
+
+A batch of a few whole 64-row blocks is read as one slice per contiguous run, all runs of all requested
+arrays concurrently through zarr's async API (one event-loop round trip): tens of thousands of rows/s,
+against about a thousand for fully random rows (each row decodes its whole inner chunk).
+
+The zarr handle is opened lazily, once per process: pickling keeps only the URL, so DataLoader workers
+(fork or spawn) each open their own store (an HTTP session from the parent does not survive a fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from kdcache.errors import IntegrityError, KdcacheError
+
+from . import schema as sc
+from .schema import CacheLayout
+
+Rows = slice | Sequence[int] | np.ndarray
+
+# Use one slice per run when the rows form at most this many runs per row (else orthogonal indexing).
+_MAX_RUN_FRACTION = 0.25
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    if url.startswith("file://"):
+        return unquote(urlparse(url).path)
+    return url
+
+
+def _runs(uniq: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs [start, stop) of sorted unique row indices."""
+    breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+    starts = uniq[np.r_[0, breaks]]
+    stops = uniq[np.r_[breaks - 1, len(uniq) - 1]] + 1
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+class TeacherCache:
+    """A teacher cache opened read-only. Row arrays come back float32 (stored float16 / uint8)."""
+
+    def __init__(self, path_or_url: str | Path, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = str(path_or_url)
+        self.storage_options = storage_options
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid: int | None = None
+        self._group: zarr.Group | None = None
+        self._arrays: dict[str, zarr.Array] = {}
+        self._memo: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, path_or_url: str | Path, storage_options: dict[str, Any] | None = None) -> TeacherCache:
+        """Open (and validate) a cache: a local path, file://, http(s):// or s3:// URL."""
+        cache = cls(path_or_url, storage_options)
+        cache._open()
+        return cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.url = state["url"]
+        self.storage_options = state["storage_options"]
+        self._reset()
+
+    def __repr__(self) -> str:
+        return f"TeacherCache({self.url!r})"
+
+    # ----------------------------------------------------------------- opening
+    @property
+    def is_remote(self) -> bool:
+        return _is_remote(self.url)
+
+    def _open(self) -> zarr.Group:
+        if self._group is not None and self._pid == os.getpid():
+            return self._group
+        self._reset()
+        remote = self.is_remote
+        try:
+            if remote:
+                store: Any = FsspecStore.from_url(self.url, read_only=True, storage_options=self.storage_options)
+            else:
+                local = Path(_local_path(self.url))
+                if not (local / "zarr.json").is_file():
+                    raise KdcacheError(f"{self.url}: not a kdcache cache (no zarr.json)")
+                store = LocalStore(local, read_only=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+                group = zarr.open_group(store, mode="r", use_consolidated=True if remote else None)
+        except KdcacheError:
+            raise
+        except ValueError as e:
+            if "onsolidated" in str(e):
+                raise KdcacheError(
+                    f"{self.url}: the cache has no consolidated metadata, which reading over "
+                    f"{self.url.split('://')[0]} needs (a group cannot be listed there); "
+                    "finalize it where it was built (CacheWriter.finalize) and upload zarr.json again"
+                ) from None
+            raise KdcacheError(f"{self.url}: cannot open the cache: {e}") from None
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            raise KdcacheError(f"{self.url}: no kdcache cache there ({type(e).__name__}: {e})") from None
+        settings = group.attrs.get(sc.ATTRS_KEY)
+        if not isinstance(settings, dict):
+            raise KdcacheError(f"{self.url}: a zarr group but not a kdcache cache (no attrs['{sc.ATTRS_KEY}'])")
+        version = settings.get("format_version")
+        if version != sc.FORMAT_VERSION:
+            raise KdcacheError(
+                f"{self.url}: cache format version {version} is not supported "
+                f"(this kdcache reads version {sc.FORMAT_VERSION}); upgrade kdcache or rebuild the cache"
+            )
+        if not settings.get("initialized", False):
+            raise KdcacheError(f"{self.url}: the cache's creation was interrupted; build it again")
+        self._memo["settings"] = settings
+        self._memo["layout"] = CacheLayout.from_dict(settings["layout"])
+        self._group, self._pid = group, os.getpid()
+        return group
+
+    @property
+    def group(self) -> zarr.Group:
+        """The read-only zarr group (opened in this process)."""
+        return self._open()
+
+    def array(self, name: str) -> zarr.Array:
+        """A stored array by name (e.g. 'teacher/logits'); KdcacheError naming the build option if absent."""
+        group = self._open()
+        arr = self._arrays.get(name)
+        if arr is None:
+            if not self._has(name):
+                option = sc.BUILD_OPTION.get(name)
+                hint = f"; rebuild with {option}" if option else ""
+                raise KdcacheError(f"{self.url}: the cache has no {name}{hint}")
+            try:
+                node = group[name]
+            except KeyError:
+                raise IntegrityError(f"{self.url}: array {name} is missing") from None
+            assert isinstance(node, zarr.Array)
+            arr = self._arrays[name] = node
+        return arr
+
+    def _has(self, name: str) -> bool:
+        if name == sc.HEAD:
+            return bool(self.settings.get("has_head", False))
+        specs = sc.row_array_specs(self.layout)
+        if name.startswith(("teacher/", "rows/")):
+            return name in specs
+        return True
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def settings(self) -> dict[str, Any]:
+        """attrs["kdcache"]: format version, layout, provenance (teacher, features, crop plan, ...)."""
+        self._open()
+        return self._memo["settings"]
+
+    @property
+    def layout(self) -> CacheLayout:
+        self._open()
+        return self._memo["layout"]
+
+    def __len__(self) -> int:
+        return self.layout.num_rows
+
+    @property
+    def speakers(self) -> list[str]:
+        """[S] speaker ids in class-index order (the teacher's label space)."""
+        if "speakers" not in self._memo:
+            self._memo["speakers"] = [str(s) for s in self.array(sc.SPEAKERS)[:]]
+        return self._memo["speakers"]
+
+    def utterances(self) -> tuple[list[str], list[str], np.ndarray]:
+        """(ids [U], speakers [U], num_samples [U] int64)."""
+        if "utterances" not in self._memo:
+            ids, spk, lens = self._gather_full([sc.UTT_ID, sc.UTT_SPEAKER, sc.UTT_NUM_SAMPLES])
+            self._memo["utterances"] = ([str(u) for u in ids], [str(s) for s in spk], np.asarray(lens, np.int64))
+        return self._memo["utterances"]
+
+    @property
+    def head(self) -> np.ndarray:
+        """[S, D] float32 L2-normalised teacher head rows."""
+        if "head" not in self._memo:
+            self._memo["head"] = np.asarray(self.array(sc.HEAD)[:], dtype=np.float32)
+        return self._memo["head"]
+
+    def done(self) -> np.ndarray:
+        """[num_shards] bool: progress/done."""
+        return np.asarray(self.array(sc.DONE)[:], dtype=bool)
+
+    @property
+    def is_complete(self) -> bool:
+        return bool(self.done().all())
+
+    def missing_shards(self) -> list[int]:
+        return [int(s) for s in np.flatnonzero(~self.done())]
+
+    # ----------------------------------------------------------------- reading rows
+    def _gather_full(self, names: Sequence[str]) -> list[np.ndarray]:
+        arrays = [self.array(n) for n in names]
+
+        async def go() -> list[Any]:
+            return await asyncio.gather(*(a.async_array.getitem(slice(None)) for a in arrays))
+
+        return sync(go())
+
+    def _index(self, rows: Rows) -> tuple[list[tuple[int, int]], np.ndarray | None, np.ndarray | None]:
+        """(runs to read, sorted unique rows if runs is not worth it, inverse map to the requested order)."""
+        n = len(self)
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(n)
+            if step == 1:
+                return ([(start, stop)] if stop > start else []), None, None
+            rows = np.arange(start, stop, step)
+        idx = np.asarray(rows)
+        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+            raise TypeError(f"rows must be a slice or a 1-d integer array, got {idx.dtype} {idx.shape}")
+        idx = idx.astype(np.int64)
+        if idx.size == 0:
+            return [], None, None
+        if idx.min() < -n or idx.max() >= n:
+            raise IndexError(f"{self.url}: row index out of range [0, {n})")
+        idx = np.where(idx < 0, idx + n, idx)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        runs = _runs(uniq)
+        if len(runs) > max(8, _MAX_RUN_FRACTION * len(uniq)):
+            return [], uniq, inverse
+        if len(uniq) == len(idx) and np.array_equal(uniq, idx):
+            inverse = None
+        return runs, None, inverse
+
+    def read(self, names: Sequence[str], rows: Rows) -> dict[str, np.ndarray]:
+        """The stored values (stored dtype) of row arrays `names` at `rows`, all fetched concurrently."""
+        runs, uniq, inverse = self._index(rows)
+        arrays = [self.array(n) for n in names]
+        # One (row range, coroutine) per read; one gather for all of them.
+        jobs: list[list[tuple[int, int, Any]]] = []
+        for a in arrays:
+            aa = a.async_array
+            if uniq is not None:
+                jobs.append([(int(uniq[0]), int(uniq[-1]) + 1, aa.get_orthogonal_selection((uniq,)))])
+            else:
+                jobs.append([(r0, r1, aa.getitem(slice(r0, r1))) for r0, r1 in runs])
+
+        async def go() -> list[Any]:
+            return await asyncio.gather(*(c for job in jobs for _, _, c in job), return_exceptions=True)
+
+        results = iter(sync(go()))
+        out: dict[str, np.ndarray] = {}
+        for name, a, job in zip(names, arrays, jobs):
+            parts = []
+            for r0, r1, _ in job:
+                part = next(results)
+                if isinstance(part, BaseException):
+                    self._raise_read_error(name, r0, r1, part)
+                parts.append(np.asarray(part))
+            if not parts:
+                data = np.empty((0, *a.shape[1:]), dtype=a.dtype)
+            else:
+                data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if inverse is not None:
+                data = data[inverse]
+            self._check_written(name, data, rows)
+            out[name] = data
+        return out
+
+    def _raise_read_error(self, name: str, r0: int, r1: int, err: BaseException) -> None:
+        if isinstance(err, KdcacheError):
+            raise err
+        lay = self.layout
+        s0, s1 = lay.shard_of(r0), lay.shard_of(max(r0, r1 - 1))
+        shards = f"shard {s0}" if s0 == s1 else f"shards {s0}-{s1}"
+        if isinstance(err, (ValueError, RuntimeError, IndexError, TypeError)):
+            raise IntegrityError(
+                f"{self.url}: {name} {shards} (rows {r0}-{r1 - 1}) failed to decode "
+                f"(checksum or truncated file): {err}; run `kdcache cache verify`"
+            ) from err
+        raise KdcacheError(f"{self.url}: reading {name} {shards} (rows {r0}-{r1 - 1}) failed: {type(err).__name__}: {err}") from err
+
+    def _check_written(self, name: str, data: np.ndarray, rows: Rows) -> None:
+        """Float rows that read as NaN (the fill value) were never written: not done, or a lost shard file."""
+        if data.dtype.kind != "f" or data.size == 0:
+            return
+        first = data.reshape(len(data), -1)[:, 0]
+        bad = np.flatnonzero(np.isnan(first))
+        if bad.size:
+            if isinstance(rows, slice):
+                row = range(*rows.indices(len(self)))[int(bad[0])]
+            else:
+                row = int(np.asarray(rows)[bad[0]]) % len(self)
+            s = self.layout.shard_of(row)
+            sl = self.layout.shard_slice(s)
+            state = "is not done" if not self.done()[s] else "is marked done but its file is missing or empty"
+            raise IntegrityError(
+                f"{self.url}: {name} shard {s} (rows {sl.start}-{sl.stop - 1}) {state}: row {row} was never written"
+            )
+
+    def logits(self, rows: Rows) -> np.ndarray:
+        """[n, S] float32 margin-free teacher logits s*cos, in every logits mode."""
+        mode = self.layout.logits_mode
+        if mode == "dense":
+            return self.read([sc.LOGITS], rows)[sc.LOGITS].astype(np.float32)
+        if mode == "uint8":
+            d = self.read([sc.LOGITS, sc.LOGITS_SCALE, sc.LOGITS_OFFSET], rows)
+            return d[sc.LOGITS].astype(np.float32) * d[sc.LOGITS_SCALE][:, None] + d[sc.LOGITS_OFFSET][:, None]
+        scale = (self.settings.get("teacher") or {}).get("scale")
+        if not isinstance(scale, (int, float)):
+            raise KdcacheError(f"{self.url}: factorized logits need settings['teacher']['scale'], which is missing")
+        emb = self.embeddings(rows)
+        return factorized_logits(emb, self.head, float(scale))
+
+    def embeddings(self, rows: Rows) -> np.ndarray:
+        """[n, D] float32 teacher embeddings (not normalised)."""
+        return self.read([sc.EMBEDDING], rows)[sc.EMBEDDING].astype(np.float32)
+
+    def saliency(self, rows: Rows) -> np.ndarray:
+        """[n, n_dur, frames, bins] float32 integrated-gradient maps."""
+        return self.read([sc.SALIENCY], rows)[sc.SALIENCY].astype(np.float32)
+
+    def integrated_logits(self, rows: Rows) -> np.ndarray:
+        """[n, S] float32 teacher logits on the integrated inputs (IML-KD)."""
+        return self.read([sc.INTEGRATED_LOGITS], rows)[sc.INTEGRATED_LOGITS].astype(np.float32)
+
+    def integrated_embeddings(self, rows: Rows) -> np.ndarray:
+        """[n, D] float32 teacher embeddings on the integrated inputs (IML-KD)."""
+        return self.read([sc.INTEGRATED_EMBEDDING], rows)[sc.INTEGRATED_EMBEDDING].astype(np.float32)
+
+    def recipes(self, rows: Rows) -> dict[str, Any]:
+        """The replay recipe of each row: 'utterance_id' (list[str]) and int arrays 'utterance', 'start',
+        'num_samples' (samples), 'label', 'aug_seed' (int64), 'input_crc' (uint32)."""
+        names = [name for name, _ in sc.RECIPE_ARRAYS.values()] + [sc.ROW_INPUT_CRC]
+        d = self.read(names, rows)
+        out: dict[str, Any] = {name.split("/", 1)[1]: d[name] for name in names}
+        ids = self.utterances()[0]
+        out["utterance_id"] = [ids[i] for i in out["utterance"].tolist()]
+        return out
+
+
+def factorized_logits(embedding: np.ndarray, head: np.ndarray, scale: float) -> np.ndarray:
+    """scale * normalize(embedding) @ head^T: [n, D] x [S, D] -> [n, S] float32."""
+    e = np.asarray(embedding, dtype=np.float32)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), np.float32(1e-12))
+    return (np.float32(scale) * (e @ np.asarray(head, dtype=np.float32).T)).astype(np.float32)

@@ -1,0 +1,351 @@
+"""Create, resume and fill a teacher cache, one shard at a time.
+
+A shard (``layout.shard_rows`` rows) is the unit of work: ``write_shard`` writes every per-row array of
+the shard with one write per array, then sets ``progress/done[s]``. Rank r of W writes the shards with
+s % W == r, so concurrent writers never share a chunk or shard file (zarr has no locks). Only one process
+should call ``create`` and ``finalize`` (rank 0, with a barrier around them); the others call
+``open_for_resume``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from kdcache.errors import KdcacheError
+
+from . import schema as sc
+from .schema import CacheLayout
+
+# Settings that may change between a build and its resume.
+VOLATILE_KEYS = frozenset({"created", "complete", "initialized"})
+_RESERVED = frozenset({"format_version", "layout", "num_utterances", "has_head", "recipe_sha256"}) | VOLATILE_KEYS - {
+    "created"
+}
+
+
+def read_settings(path: str | Path) -> dict[str, Any] | None:
+    """attrs["kdcache"] of a local cache, or None when path is not a kdcache cache."""
+    meta = Path(path) / "zarr.json"
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+        return None
+    settings = doc.get("attributes", {}).get(sc.ATTRS_KEY)
+    return settings if isinstance(settings, dict) else None
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """The first setting (dotted key) whose value differs, ignoring VOLATILE_KEYS; None if equal."""
+    a = {k: v for k, v in _flatten(old).items() if k not in VOLATILE_KEYS}
+    b = {k: v for k, v in _flatten(new).items() if k not in VOLATILE_KEYS}
+    for key in [*b, *(k for k in a if k not in b)]:
+        if key not in a:
+            return f"{key}: not in the cache, requested {b[key]!r}"
+        if key not in b:
+            return f"{key}: cache has {a[key]!r}, not requested"
+        if a[key] != b[key]:
+            return f"{key}: cache has {a[key]!r}, requested {b[key]!r}"
+    return None
+
+
+def _json_roundtrip(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable: {e}") from None
+
+
+def _recipe_sha256(speakers: Sequence[str], utt: Sequence[Sequence[Any]], rows: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for strings in (speakers, utt[0], utt[1]):
+        h.update("\0".join(strings).encode("utf-8"))
+        h.update(b"\1")
+    h.update(np.ascontiguousarray(utt[2], dtype="<i8").tobytes())
+    for key, (_, dtype) in sc.RECIPE_ARRAYS.items():
+        h.update(np.ascontiguousarray(rows[key], dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
+    return h.hexdigest()
+
+
+def quantize_uint8(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row affine uint8: [n, S] float -> (q uint8 [n, S], scale [n] f32, offset [n] f32).
+
+    x ~= q * scale + offset with offset = row min, scale = (row max - row min) / 255; error <= scale / 2.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    lo = x.min(axis=1)
+    hi = x.max(axis=1)
+    scale = ((hi - lo) / 255.0).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    q = np.rint((x - lo[:, None]) / safe[:, None])
+    return np.clip(q, 0, 255).astype(np.uint8), scale, lo.astype(np.float32)
+
+
+def _strings(values: Sequence[str], what: str) -> np.ndarray:
+    values = [str(v) for v in values]
+    return np.array(values, dtype=object) if values else np.array([], dtype=object)
+
+
+class CacheWriter:
+    """Writes one kdcache (a local zarr v3 group). Use ``create`` or ``open_for_resume``."""
+
+    def __init__(self, path: Path, group: zarr.Group, settings: dict[str, Any]) -> None:
+        self.path = path
+        self._group = group
+        self.settings = settings
+        self.layout = CacheLayout.from_dict(settings["layout"])
+        self._arrays: dict[str, zarr.Array] = {}
+
+    # ----------------------------------------------------------------- creation / resume
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        layout: CacheLayout,
+        *,
+        speakers: Sequence[str],
+        utterance_ids: Sequence[str],
+        utterance_speakers: Sequence[str],
+        utterance_num_samples: Sequence[int] | np.ndarray,
+        rows: Mapping[str, np.ndarray],
+        head: np.ndarray | None,
+        attrs: Mapping[str, Any],
+        overwrite: bool = False,
+    ) -> CacheWriter:
+        """Create the cache at path (or reopen it for resume when it holds the same settings).
+
+        speakers: [S] class index -> speaker id; utterances: [U] ids, speakers, lengths (samples);
+        rows: the recipe arrays 'utterance', 'start', 'num_samples', 'label', 'aug_seed', each [N];
+        head: [S, D] teacher head weights (rows are L2-normalised here), required for 'factorized';
+        attrs: JSON provenance (tool version, teacher incl. 'scale', features, crop plan, ...).
+        """
+        path = Path(path)
+        S, N = layout.num_classes, layout.num_rows
+        speakers = [str(s) for s in speakers]
+        utt_ids = [str(u) for u in utterance_ids]
+        utt_spk = [str(u) for u in utterance_speakers]
+        utt_len = np.asarray(utterance_num_samples, dtype=np.int64)
+        U = len(utt_ids)
+        if len(speakers) != S:
+            raise ValueError(f"{len(speakers)} speakers given, layout.num_classes is {S}")
+        if len(set(speakers)) != S:
+            raise ValueError("speaker ids must be unique")
+        if not (len(utt_spk) == U == len(utt_len)) or U == 0:
+            raise ValueError(f"utterance arrays differ in length or are empty: {U}, {len(utt_spk)}, {len(utt_len)}")
+        recipe = cls._check_rows(rows, N, U, S)
+        attrs = _json_roundtrip(dict(attrs), "attrs")
+        clash = _RESERVED & set(attrs)
+        if clash:
+            raise ValueError(f"attrs may not set reserved keys {sorted(clash)}")
+        if head is not None:
+            head = np.asarray(head, dtype=np.float64)
+            if head.shape != (S, layout.embed_dim):
+                raise ValueError(f"head has shape {head.shape}, expected {(S, layout.embed_dim)}")
+            norms = np.linalg.norm(head, axis=1, keepdims=True)
+            if not np.all(np.isfinite(head)) or np.any(norms == 0):
+                raise ValueError("head has non-finite values or zero rows")
+            head = (head / norms).astype(np.float32)
+        if layout.logits_mode == "factorized":
+            if head is None:
+                raise KdcacheError(f"{path}: --logits factorized needs the teacher head; this teacher has none")
+            scale = attrs.get("teacher", {}).get("scale") if isinstance(attrs.get("teacher"), dict) else None
+            if not isinstance(scale, (int, float)):
+                raise ValueError("factorized logits need attrs['teacher']['scale'] (the head's s)")
+
+        settings: dict[str, Any] = {
+            "format_version": sc.FORMAT_VERSION,
+            "layout": layout.to_dict(),
+            "num_utterances": U,
+            "has_head": head is not None,
+            "recipe_sha256": _recipe_sha256(speakers, (utt_ids, utt_spk, utt_len), recipe),
+            **attrs,
+        }
+        settings.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+        if path.exists():
+            existing = read_settings(path)
+            if existing is None:
+                if not (path.is_dir() and not any(path.iterdir())):
+                    raise KdcacheError(f"{path}: exists and is not a kdcache cache; choose another output path")
+            elif overwrite or not existing.get("initialized", False):
+                shutil.rmtree(path)  # our own cache (or one whose creation was interrupted)
+            else:
+                diff = first_difference(existing, settings)
+                if diff is not None:
+                    raise KdcacheError(
+                        f"{path}: existing cache has different settings ({diff}); "
+                        "pass --overwrite to rebuild it or choose another output path"
+                    )
+                return cls.open_for_resume(path)
+
+        group = zarr.open_group(LocalStore(path), mode="w")
+        # Mark ours first, so an interrupted creation is recognised (and redone) on the next run.
+        group.attrs[sc.ATTRS_KEY] = {**settings, "initialized": False, "complete": False}
+        for spec in sc.array_specs(layout, U, with_head=head is not None).values():
+            group.create_array(name=spec.name, **spec.create_kwargs())
+        writer = cls(path, group, settings)
+        writer._array(sc.SPEAKERS)[:] = _strings(speakers, "speakers")
+        writer._array(sc.UTT_ID)[:] = _strings(utt_ids, "utterance ids")
+        writer._array(sc.UTT_SPEAKER)[:] = _strings(utt_spk, "utterance speakers")
+        writer._array(sc.UTT_NUM_SAMPLES)[:] = utt_len
+        if head is not None:
+            writer._array(sc.HEAD)[:] = head
+        for key, (name, _) in sc.RECIPE_ARRAYS.items():
+            writer._array(name)[:] = recipe[key]
+        writer._set_attrs(initialized=True, complete=False)
+        writer._consolidate()
+        return writer
+
+    @staticmethod
+    def _check_rows(rows: Mapping[str, np.ndarray], N: int, U: int, S: int) -> dict[str, np.ndarray]:
+        missing = set(sc.RECIPE_ARRAYS) - set(rows)
+        extra = set(rows) - set(sc.RECIPE_ARRAYS)
+        if missing or extra:
+            raise ValueError(f"rows needs exactly {sorted(sc.RECIPE_ARRAYS)}; missing {sorted(missing)}, extra {sorted(extra)}")
+        out = {}
+        for key, (_, dtype) in sc.RECIPE_ARRAYS.items():
+            a = np.asarray(rows[key])
+            if a.shape != (N,):
+                raise ValueError(f"rows[{key!r}] has shape {a.shape}, expected ({N},)")
+            if not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"rows[{key!r}] must be integers, got {a.dtype}")
+            out[key] = a.astype(dtype)
+        if out["utterance"].min() < 0 or out["utterance"].max() >= U:
+            raise ValueError(f"rows['utterance'] must index [0, {U})")
+        if out["label"].min() < 0 or out["label"].max() >= S:
+            raise ValueError(f"rows['label'] must index the {S} speakers")
+        if out["start"].min() < 0 or out["num_samples"].min() <= 0:
+            raise ValueError("rows['start'] must be >= 0 and rows['num_samples'] > 0")
+        return out
+
+    @classmethod
+    def open_for_resume(cls, path: str | Path) -> CacheWriter:
+        """Open an existing cache to write its pending shards."""
+        path = Path(path)
+        settings = read_settings(path)
+        if settings is None:
+            raise KdcacheError(f"{path}: not a kdcache cache")
+        version = settings.get("format_version")
+        if version != sc.FORMAT_VERSION:
+            raise KdcacheError(
+                f"{path}: cache format version {version}, this kdcache writes version {sc.FORMAT_VERSION}; rebuild it"
+            )
+        if not settings.get("initialized", False):
+            raise KdcacheError(f"{path}: the cache's creation was interrupted; create it again")
+        group = zarr.open_group(LocalStore(path), mode="r+", use_consolidated=False)
+        return cls(path, group, settings)
+
+    # ----------------------------------------------------------------- progress
+    def _array(self, name: str) -> zarr.Array:
+        arr = self._arrays.get(name)
+        if arr is None:
+            node = self._group[name]
+            assert isinstance(node, zarr.Array)
+            # Write every chunk even when it equals the fill value: a missing shard file then means damage.
+            arr = self._arrays[name] = node.with_config({"write_empty_chunks": True})
+        return arr
+
+    def done_shards(self) -> set[int]:
+        """Shards whose every array is written."""
+        return {int(s) for s in np.flatnonzero(self._array(sc.DONE)[:])}
+
+    def pending_shards(self, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Shards not yet done that belong to this rank (shard s belongs to rank s % world_size)."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        done = self.done_shards()
+        return [s for s in range(rank, self.layout.num_shards, world_size) if s not in done]
+
+    # ----------------------------------------------------------------- writing
+    def write_shard(self, s: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write shard s: arrays maps 'logits' [n, S], 'embedding' [n, D], 'input_crc' [n] (uint32), and,
+        when the layout has them, 'saliency' [n, n_dur, F, bins], 'integrated_logits' [n, S],
+        'integrated_embedding' [n, D] (full names such as 'teacher/logits' also work); n = rows of shard s.
+
+        Float inputs may be float32: they are stored as float16 (logits per mode: float16, uint8 affine,
+        or not at all for 'factorized'). progress/done[s] is set last.
+        """
+        lay = self.layout
+        rows = lay.shard_slice(s)
+        n = rows.stop - rows.start
+        by_name = {v: k for k, v in sc.SHARD_INPUTS.items()}
+        given = {by_name.get(k, k): v for k, v in arrays.items()}
+        unknown = set(given) - set(sc.SHARD_INPUTS)
+        if unknown:
+            raise ValueError(f"write_shard: unknown arrays {sorted(unknown)}; expected {sorted(sc.SHARD_INPUTS)}")
+        specs = sc.row_array_specs(lay)
+        expected = {k for k, name in sc.SHARD_INPUTS.items() if name in specs}
+        missing = expected - set(given)
+        if missing:
+            raise ValueError(f"write_shard({s}): missing arrays {sorted(missing)}")
+        if lay.logits_mode == "factorized":
+            given.pop("logits", None)
+        extra = set(given) - expected
+        if extra:
+            raise ValueError(f"write_shard({s}): this layout stores no {sorted(extra)}")
+
+        out: dict[str, np.ndarray] = {}
+        for key, value in given.items():
+            name = sc.SHARD_INPUTS[key]
+            tail = specs[name].shape[1:]
+            value = np.asarray(value)
+            if value.shape != (n, *tail):
+                raise ValueError(f"write_shard({s}): {key} has shape {value.shape}, expected {(n, *tail)}")
+            if key == "input_crc":
+                out[name] = value.astype(np.uint32)
+                continue
+            if not np.all(np.isfinite(value)):
+                raise KdcacheError(f"{self.path}: teacher {key} for shard {s} has non-finite values")
+            if key == "logits" and lay.logits_mode == "uint8":
+                out[sc.LOGITS], out[sc.LOGITS_SCALE], out[sc.LOGITS_OFFSET] = quantize_uint8(value)
+                continue
+            half = value.astype(np.float16)
+            if not np.all(np.isfinite(half)):
+                raise KdcacheError(f"{self.path}: teacher {key} for shard {s} overflows float16")
+            out[name] = half
+
+        done = self._array(sc.DONE)
+        if done[s]:
+            done[s] = False  # a rewrite in progress must not look done if it is interrupted
+        for name, value in out.items():
+            self._array(name)[rows] = value
+        done[s] = True
+
+    # ----------------------------------------------------------------- finishing
+    def _set_attrs(self, **updates: Any) -> None:
+        self.settings = {**self.settings, **updates}
+        self._group.attrs[sc.ATTRS_KEY] = self.settings
+
+    def _consolidate(self) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+            zarr.consolidate_metadata(self._group.store)
+
+    def finalize(self) -> bool:
+        """Record completeness and consolidate metadata (needed to read over HTTP). Returns complete."""
+        complete = len(self.done_shards()) == self.layout.num_shards
+        self._set_attrs(complete=complete)
+        self._consolidate()
+        return complete

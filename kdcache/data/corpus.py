@@ -1,0 +1,248 @@
+"""Corpus index: the utterances ``(id, path, speaker, num_samples)`` of a speaker corpus.
+
+Two layouts are read:
+
+- Kaldi / WeSpeaker: a folder holding ``wav.scp`` (``<id> <path>``, path relative to that folder or
+  absolute) and ``utt2spk`` (``<id> <speaker>``).
+- VoxCeleb tree: ``<speaker>/<video>/<utt>.wav`` under a root; the id is the relative path with ``/``
+  (as in VoxCeleb trial lists) and the speaker is its first component.
+
+Only the headers are read (``soundfile.info``). Audio must be 16 kHz mono.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import soundfile as sf
+
+from kdcache.errors import KdcacheError
+
+SAMPLE_RATE = 16000
+AUDIO_SUFFIXES = (".wav", ".flac")
+_ARK_OFFSET = re.compile(r"\.ark:\d+$")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance: ``num_samples`` samples at 16 kHz, mono."""
+
+    id: str
+    path: Path
+    speaker: str
+    num_samples: int
+
+
+class Corpus:
+    """An ordered list of utterances; sorted speaker ids define the class indices."""
+
+    def __init__(self, root: Path, utterances: Sequence[Utterance]) -> None:
+        self.root = Path(root)
+        self.utterances: list[Utterance] = list(utterances)
+        self._index: dict[str, int] = {}
+        for i, u in enumerate(self.utterances):
+            if u.id in self._index:
+                raise KdcacheError(f"{self.root}: duplicate utterance id {u.id!r}")
+            self._index[u.id] = i
+        self.speakers: list[str] = sorted({u.speaker for u in self.utterances})
+        self._speaker_index = {s: i for i, s in enumerate(self.speakers)}
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __iter__(self) -> Iterator[Utterance]:
+        return iter(self.utterances)
+
+    def __getitem__(self, i: int) -> Utterance:
+        return self.utterances[i]
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._index
+
+    def __repr__(self) -> str:
+        return (f"Corpus(root={str(self.root)!r}, utterances={len(self)}, "
+                f"speakers={len(self.speakers)})")
+
+    def index(self, utt_id: str) -> int:
+        """Position of utterance ``utt_id``; KdcacheError if absent."""
+        try:
+            return self._index[utt_id]
+        except KeyError:
+            raise KdcacheError(f"{self.root}: no utterance {utt_id!r} in the corpus") from None
+
+    def by_id(self, utt_id: str) -> Utterance:
+        """The utterance with id ``utt_id``; KdcacheError if absent."""
+        return self.utterances[self.index(utt_id)]
+
+    def speaker_index(self, speaker: str) -> int:
+        """Class index of ``speaker`` (its position in the sorted speaker list)."""
+        try:
+            return self._speaker_index[speaker]
+        except KeyError:
+            raise KdcacheError(f"{self.root}: no speaker {speaker!r} in the corpus") from None
+
+    @property
+    def ids(self) -> list[str]:
+        return [u.id for u in self.utterances]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """[U] int64 class index of each utterance."""
+        return np.array([self._speaker_index[u.speaker] for u in self.utterances], dtype=np.int64)
+
+    @property
+    def num_samples(self) -> np.ndarray:
+        """[U] int64 length of each utterance in samples."""
+        return np.array([u.num_samples for u in self.utterances], dtype=np.int64)
+
+    def manifest_sha256(self) -> str:
+        """sha256 (hex) over ``(id, speaker, num_samples)`` in order; independent of where the corpus lies."""
+        h = hashlib.sha256()
+        for u in self.utterances:
+            h.update(json.dumps([u.id, u.speaker, u.num_samples], ensure_ascii=True).encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def subset(self, keep: Iterable[str] | Callable[[Utterance], bool]) -> Corpus:
+        """A corpus of the utterances whose id is in ``keep`` (or for which ``keep(u)`` is true), in order."""
+        if callable(keep):
+            chosen = [u for u in self.utterances if keep(u)]
+        else:
+            wanted = set(keep)
+            missing = wanted - self._index.keys()
+            if missing:
+                raise KdcacheError(f"{self.root}: no utterance {sorted(missing)[0]!r} in the corpus")
+            chosen = [u for u in self.utterances if u.id in wanted]
+        return Corpus(self.root, chosen)
+
+
+def load_corpus(path: str | os.PathLike) -> Corpus:
+    """Index a corpus: a folder with ``wav.scp`` + ``utt2spk`` (or the ``wav.scp`` itself), else a VoxCeleb tree."""
+    path = Path(path)
+    if path.is_file() and path.name == "wav.scp":
+        return _load_kaldi(path.parent)
+    if not path.exists():
+        raise KdcacheError(f"{path}: corpus not found")
+    if not path.is_dir():
+        raise KdcacheError(f"{path}: not a folder (expected a wav.scp folder or a VoxCeleb tree)")
+    if (path / "wav.scp").exists():
+        return _load_kaldi(path)
+    return _load_voxceleb(path)
+
+
+def check_utterance_id(utt_id: str, where: str) -> None:
+    """Refuse ids that could escape the corpus root (absolute, ``..``, backslashes)."""
+    p = PurePosixPath(utt_id)
+    if p.is_absolute() or ".." in p.parts or "\\" in utt_id or re.match(r"^[A-Za-z]:", utt_id):
+        raise KdcacheError(f"{where}: utterance id {utt_id!r} must be relative without '..'")
+
+
+def audio_info(path: Path, where: str | None = None) -> int:
+    """Number of samples of a 16 kHz mono audio file; KdcacheError naming the file (and ``where``) otherwise."""
+    at = f"{where}: {path}" if where else f"{path}"
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
+        if not path.exists():
+            raise KdcacheError(f"{at}: audio file not found") from None
+        raise KdcacheError(f"{at}: cannot read audio: {_one_line(e)}") from None
+    if info.samplerate != SAMPLE_RATE:
+        raise KdcacheError(f"{at}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} "
+                           "(resample the corpus to 16 kHz)")
+    if info.channels != 1:
+        raise KdcacheError(f"{at}: {info.channels} channels, expected mono")
+    if info.frames <= 0:
+        raise KdcacheError(f"{at}: no samples")
+    return int(info.frames)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def read_table(path: Path, what: str) -> list[tuple[int, str, str]]:
+    """Lines ``<key> <value>`` of a Kaldi table as (line number, key, value); blank lines skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KdcacheError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise KdcacheError(f"{path}: cannot read {what}: {_one_line(e)}") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise KdcacheError(f"{path}:{n}: expected '<id> <value>', got {line.strip()!r}")
+        rows.append((n, parts[0], parts[1].strip()))
+    if not rows:
+        raise KdcacheError(f"{path}: {what} is empty")
+    return rows
+
+
+def _load_kaldi(folder: Path) -> Corpus:
+    scp = folder / "wav.scp"
+    u2s = folder / "utt2spk"
+    speakers: dict[str, str] = {}
+    for n, utt, spk in read_table(u2s, "utt2spk"):
+        if len(spk.split()) != 1:
+            raise KdcacheError(f"{u2s}:{n}: expected '<utterance> <speaker>', got {utt} {spk!r}")
+        if utt in speakers:
+            raise KdcacheError(f"{u2s}:{n}: duplicate utterance id {utt!r}")
+        speakers[utt] = spk
+    seen: set[str] = set()
+    utts = []
+    for n, utt, wav in read_table(scp, "wav.scp"):
+        where = f"{scp}:{n}"
+        if wav.endswith("|") or wav.startswith("|"):
+            raise KdcacheError(f"{where}: pipe commands in wav.scp are not supported; "
+                               "convert the audio to 16 kHz mono wav files first")
+        if _ARK_OFFSET.search(wav):
+            raise KdcacheError(f"{where}: ark offsets in wav.scp are not supported; use wav files")
+        check_utterance_id(utt, where)
+        if utt in seen:
+            raise KdcacheError(f"{where}: duplicate utterance id {utt!r}")
+        seen.add(utt)
+        if utt not in speakers:
+            raise KdcacheError(f"{where}: utterance {utt!r} is missing from {u2s}")
+        p = Path(wav)
+        if not p.is_absolute():
+            p = folder / p
+        utts.append(Utterance(utt, p, speakers[utt], audio_info(p, where)))
+    utts.sort(key=lambda u: u.id)
+    return Corpus(folder, utts)
+
+
+def _walk_audio(root: Path) -> list[Path]:
+    found = []
+    # os.walk with followlinks: corpora are often assembled from symlinked folders.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if f.lower().endswith(AUDIO_SUFFIXES) and not f.startswith("."):
+                found.append(Path(dirpath) / f)
+    return found
+
+
+def _load_voxceleb(root: Path) -> Corpus:
+    files = _walk_audio(root)
+    if not files:
+        raise KdcacheError(f"{root}: no wav.scp and no .wav files found "
+                           "(expected a wav.scp folder or a <speaker>/<video>/<utt>.wav tree)")
+    utts = []
+    for p in files:
+        rel = p.relative_to(root).as_posix()
+        if "/" not in rel:
+            raise KdcacheError(f"{p}: audio file directly under the corpus root; expected "
+                               "<speaker>/<video>/<utt>.wav")
+        utts.append(Utterance(rel, p, rel.split("/", 1)[0], audio_info(p)))
+    utts.sort(key=lambda u: u.id)
+    return Corpus(root, utts)

@@ -1,0 +1,38 @@
+"""IML-KD's integrated inputs, built from cached integrated-gradient maps (pure tensor functions).
+
+The paper (Yang et al., 2024) leaves the exact construction open; these are documented choices:
+
+- ``attribution``: the mean over durations of the IG maps, rescaled per crop to the RMS of the fbank
+  it explains, so the network sees inputs of its usual scale.
+- ``weighted``: the fbank with every time-frequency bin scaled by ``1 + |A| / max|A|`` (A the mean map):
+  the input, emphasised where the teacher attends.
+
+Phase 1 and phase 2 call the same function on the float16-rounded maps stored in the cache, so the
+student sees exactly the integrated input the teacher's cached outputs were computed on.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdcache.errors import KdcacheError
+
+INTEGRATED_INPUT_MODES = ("attribution", "weighted")
+
+
+def integrated_inputs(feats: torch.Tensor, saliency: torch.Tensor, mode: str = "attribution") -> torch.Tensor:
+    """feats [B, T, F] and saliency [B, n_dur, T, F] -> integrated inputs [B, T, F] float32."""
+    if mode not in INTEGRATED_INPUT_MODES:
+        raise KdcacheError(f"integrated input mode {mode!r}: choose one of {', '.join(INTEGRATED_INPUT_MODES)}")
+    if saliency.dim() != 4 or saliency.shape[0] != feats.shape[0] or saliency.shape[2:] != feats.shape[1:]:
+        raise KdcacheError(
+            f"saliency of shape {tuple(saliency.shape)} does not fit features of shape {tuple(feats.shape)}"
+        )
+    feats = feats.float()
+    attribution = saliency.float().mean(dim=1)
+    if mode == "attribution":
+        feat_rms = feats.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+        attr_rms = attribution.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+        return attribution * (feat_rms / attr_rms.clamp_min(1e-12))
+    peak = attribution.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return feats * (1.0 + attribution.abs() / peak)

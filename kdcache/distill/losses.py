@@ -1,0 +1,387 @@
+"""Distillation losses: pure functions of tensors (no I/O, no models).
+
+Shapes: logits ``[B, C]`` (``B`` rows, ``C`` classes), target ``[B]`` integer class indices,
+embeddings ``[B, D]``. Every loss is a batch mean (sum over classes or dimensions, mean over rows)
+and is computed in at least float32 with autocast disabled, whatever the caller's autocast state:
+float16/bfloat16 inputs are upcast (the non-target mass of AAM logits underflows in half precision),
+float64 inputs stay float64. The result is a 0-d tensor of that dtype.
+
+Invalid arguments a user can give (shapes, temperatures, weights, class indices) raise
+:class:`kdcache.errors.KdcacheError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdcache.errors import KdcacheError
+
+__all__ = [
+    "ce_loss",
+    "kd_loss",
+    "dkd_loss",
+    "dkd_terms",
+    "embedding_loss",
+    "embedding_distance",
+    "instance_level_loss",
+    "class_level_loss",
+    "batch_level_loss",
+    "multi_level_loss",
+    "apply_teacher_margin",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _full_precision(t: Tensor) -> Iterator[None]:
+    """Disable autocast for ``t``'s device type (where autocast exists for it)."""
+    device_type = t.device.type
+    if torch.amp.is_autocast_available(device_type):
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    else:
+        yield
+
+
+def _upcast(*ts: Tensor) -> tuple[Tensor, ...]:
+    """Cast to a common floating dtype of at least float32."""
+    dtype = torch.float32
+    for t in ts:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t.to(dtype) for t in ts)
+
+
+def _check_logits(name: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise KdcacheError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise KdcacheError(f"{name} must have shape [B, C], got {list(x.shape)}")
+    if not x.is_floating_point():
+        raise KdcacheError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise KdcacheError(f"{name} is empty (shape {list(x.shape)})")
+    return x
+
+
+def _check_pair(student: object, teacher: object, what: str = "logits") -> tuple[Tensor, Tensor]:
+    s = _check_logits(f"student_{what}", student)
+    t = _check_logits(f"teacher_{what}", teacher)
+    if s.shape != t.shape:
+        raise KdcacheError(
+            f"student_{what} {list(s.shape)} and teacher_{what} {list(t.shape)} differ in shape"
+        )
+    return s, t
+
+
+def _check_target(target: object, batch: int, classes: int, allow_unknown: bool = False) -> Tensor:
+    """Validate a ``[B]`` integer target; values in ``[0, C)`` (or ``< 0`` when allowed)."""
+    if not isinstance(target, Tensor):
+        raise KdcacheError(f"target must be a tensor, got {type(target).__name__}")
+    if target.dim() != 1 or target.shape[0] != batch:
+        raise KdcacheError(f"target must have shape [{batch}], got {list(target.shape)}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise KdcacheError(f"target must hold integer class indices, got {target.dtype}")
+    target = target.long()
+    # One host sync; it turns a CUDA device-side assert into a readable error.
+    bad = target >= classes if allow_unknown else (target < 0) | (target >= classes)
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        allowed = f"< {classes}" if allow_unknown else f"in [0, {classes})"
+        raise KdcacheError(f"target holds class index {value}; indices must be {allowed} (C = {classes})")
+    return target
+
+
+def _check_temperature(temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise KdcacheError(f"temperature must be a number, got {temperature!r}")
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise KdcacheError(f"temperature must be a positive finite number, got {temperature!r}")
+    return t
+
+
+def _check_weight(name: str, value: object, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise KdcacheError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        need = "non-negative" if allow_zero else "positive"
+        raise KdcacheError(f"{name} must be a {need} finite number, got {value!r}")
+    return v
+
+
+def _row_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """``[B]``: KL(p || q) per row from log-probabilities; 0 where p underflows to 0."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+# ----------------------------------------------------------------------------- CE, KD, embeddings
+
+
+def ce_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy of ``logits [B, C]`` against ``target [B]`` in ``[0, C)``, batch mean.
+
+    Pass AAM logits (with the margin on the target) for AAM-softmax CE.
+    """
+    z = _check_logits("logits", logits)
+    t = _check_target(target, z.shape[0], z.shape[1])
+    with _full_precision(z):
+        (z,) = _upcast(z)
+        return F.cross_entropy(z, t)
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))`` summed over classes, batch mean.
+
+    Hinton's KD; identical to MLKD's instance term without a mask.
+    """
+    return instance_level_loss(student_logits, teacher_logits, temperature)
+
+
+def embedding_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    """``mean(1 - cos(e_s, e_t))`` over the batch; embeddings ``[B, D]`` of equal ``D``.
+
+    Map the student into the teacher's dimension first when they differ (a learned projection).
+    """
+    s, t = _check_pair(student_emb, teacher_emb, "emb")
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        return (1.0 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
+
+
+def embedding_distance(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    """``mean ||e_s - e_t||^2``: squared Euclidean distance summed over ``D``, batch mean (IML-KD)."""
+    s, t = _check_pair(student_emb, teacher_emb, "emb")
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        return (s - t).square().sum(dim=1).mean()
+
+
+# ----------------------------------------------------------------------------- DKD
+
+
+def _decouple(z: Tensor, gt: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Split tempered logits ``z [B, C]`` into DKD's two distributions, in log space.
+
+    Returns ``log_b [B, 2]`` = log [p_target, sum of the others] and ``log_n [B, C]`` =
+    log-softmax over the non-target classes, 0 on the target column (so it contributes 0).
+    Working in log space keeps both finite when the non-target mass underflows (AAM logits).
+    """
+    lse_other = torch.logsumexp(z.masked_fill(gt, float("-inf")), dim=1, keepdim=True)
+    # log-odds of "other" against the target; logsigmoid keeps log(1 - 1e-20) = -1e-20
+    # where log(p_target) would round to 0
+    r = lse_other - z.gather(1, target.unsqueeze(1))
+    log_b = torch.cat([F.logsigmoid(-r), F.logsigmoid(r)], dim=1)
+    log_n = (z - lse_other).masked_fill(gt, 0.0)
+    return log_b, log_n
+
+
+def dkd_terms(
+    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """DKD's ``(TCKD, NCKD)``, each already multiplied by ``T^2``, batch means.
+
+    TCKD = KL([p_t, 1 - p_t]_teacher || [p_t, 1 - p_t]_student) with ``p_t`` the target
+    probability of ``softmax(z/T)``; NCKD = KL between the softmaxes over the non-target classes.
+    Equal to mdistiller's ``dkd_loss`` terms wherever those are finite (mdistiller takes ``torch.log``
+    of summed probabilities and masks the target with ``-1000``; here both are exact in log space, so
+    the terms stay finite when the non-target mass underflows, e.g. AAM logits or a one-hot teacher).
+    With ``C = 2`` the non-target distributions have one element each and NCKD is exactly 0.
+    """
+    s, t = _check_pair(student_logits, teacher_logits)
+    batch, classes = s.shape
+    if classes < 2:
+        raise KdcacheError(f"DKD needs at least 2 classes, got C = {classes}")
+    target = _check_target(target, batch, classes)
+    temp = _check_temperature(temperature)
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        gt = F.one_hot(target, classes).bool()
+        log_b_s, log_n_s = _decouple(s / temp, gt, target)
+        log_b_t, log_n_t = _decouple(t / temp, gt, target)
+        scale = temp * temp / batch
+        tckd = _row_kl(log_b_t, log_b_s).sum() * scale
+        nckd = _row_kl(log_n_t, log_n_s).sum() * scale
+        return tckd, nckd
+
+
+def dkd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> Tensor:
+    """Decoupled KD: ``alpha * TCKD + beta * NCKD`` (see :func:`dkd_terms`), mdistiller's value.
+
+    Defaults are mdistiller's (alpha 1, beta 8, T 4); ENSKD used alpha 1, beta 2, T 1.
+    """
+    a = _check_weight("alpha", alpha, allow_zero=True)
+    b = _check_weight("beta", beta, allow_zero=False)
+    tckd, nckd = dkd_terms(student_logits, teacher_logits, target, temperature)
+    return a * tckd + b * nckd
+
+
+# ----------------------------------------------------------------------------- MLKD / IML-KD
+
+
+def _instance(log_p_s: Tensor, log_p_t: Tensor, temp: float, mask: Tensor | None) -> Tensor:
+    rows = _row_kl(log_p_t, log_p_s)
+    if mask is not None:
+        rows = rows * mask
+    return rows.mean() * (temp * temp)
+
+
+def _check_mask(mask: object, batch: int) -> Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise KdcacheError(f"mask must be a tensor or None, got {type(mask).__name__}")
+    if mask.dim() != 1 or mask.shape[0] != batch:
+        raise KdcacheError(f"mask must have shape [{batch}], got {list(mask.shape)}")
+    return mask
+
+
+def instance_level_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """MLKD's instance term: ``T^2 * mean_i(mask_i * KL_i)``, ``KL_i`` summed over classes.
+
+    Without ``mask`` this is :func:`kd_loss` (MLKD: ``kl_div(reduction="none").sum(1).mean() * T^2``).
+    ``mask [B]`` (bool or float weights) zeroes or weights rows; the mean still divides by ``B``.
+    MLKD's released code multiplies the already-reduced scalar by its confidence mask and takes
+    ``.mean()``, i.e. ``mean(KL) * mean(mask)``; the per-row form here is its evident intent.
+    """
+    s, t = _check_pair(student_logits, teacher_logits)
+    temp = _check_temperature(temperature)
+    m = _check_mask(mask, s.shape[0])
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        if m is not None:
+            m = m.to(s.dtype)
+        return _instance(F.log_softmax(s / temp, dim=1), F.log_softmax(t / temp, dim=1), temp, m)
+
+
+def _half_sum_and_diff(p_s: Tensor, p_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``S = (P_t + P_s)/2``, ``D = P_t - P_s`` and ``M = D S^T [B, B]``.
+
+    With ``P_t = S + D/2`` and ``P_s = S - D/2``:
+    ``P_t P_t^T - P_s P_s^T = M + M^T`` and ``P_t^T P_t - P_s^T P_s = S^T D + D^T S``.
+    Both differences are then formed from ``D`` directly, never as the difference of two large
+    Gram matrices, so float32 keeps full relative accuracy when student and teacher agree closely
+    (the plain ``||A A^T||^2 - 2||A B^T||^2 + ||B B^T||^2`` loses every digit there, even in float64).
+    """
+    s_half = (p_t + p_s) * 0.5
+    d = p_t - p_s
+    return s_half, d, d @ s_half.T
+
+
+def _batch_term(m: Tensor, batch: int) -> Tensor:
+    return (m + m.T).square().sum() / batch
+
+
+def _class_term(s_half: Tensor, d: Tensor, m: Tensor, classes: int) -> Tensor:
+    # ||S^T D + D^T S||_F^2 = 2 <S S^T, D D^T>_F + 2 tr(M M): O(B^2 C), no C x C matrix.
+    return 2.0 * ((s_half @ s_half.T) * (d @ d.T)).sum() / classes + 2.0 * (m * m.T).sum() / classes
+
+
+def class_level_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """MLKD's class term ``||P_t^T P_t - P_s^T P_s||_F^2 / C``, ``P = softmax(z/T) [B, C]``.
+
+    Computed from ``[B, B]`` Gram matrices in O(B^2 C) time and O(B^2 + B C) memory.
+    """
+    s, t = _check_pair(student_logits, teacher_logits)
+    temp = _check_temperature(temperature)
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        s_half, d, m = _half_sum_and_diff(F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1))
+        return _class_term(s_half, d, m, s.shape[1])
+
+
+def batch_level_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """MLKD's batch term ``||P_t P_t^T - P_s P_s^T||_F^2 / B``, ``P = softmax(z/T) [B, C]``."""
+    s, t = _check_pair(student_logits, teacher_logits)
+    temp = _check_temperature(temperature)
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        _, _, m = _half_sum_and_diff(F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1))
+        return _batch_term(m, s.shape[0])
+
+
+def multi_level_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperatures: Sequence[float] = (1.0, 2.0, 3.0, 4.0, 5.0),
+    mask: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """MLKD's three terms, each summed over ``temperatures``.
+
+    Returns ``{"instance": ..., "class_": ..., "batch": ...}`` (0-d tensors); the instance term
+    carries ``T^2`` per temperature, the class and batch terms do not (as in MLKD). ``mask`` applies
+    to the instance term only (see :func:`instance_level_loss`). The softmax and the shared
+    ``[B, B]`` product are computed once per temperature.
+    """
+    s, t = _check_pair(student_logits, teacher_logits)
+    temps = [_check_temperature(x) for x in temperatures] if isinstance(temperatures, Sequence) else None
+    if not temps:
+        raise KdcacheError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r}")
+    m_rows = _check_mask(mask, s.shape[0])
+    batch, classes = s.shape
+    with _full_precision(s):
+        s, t = _upcast(s, t)
+        if m_rows is not None:
+            m_rows = m_rows.to(s.dtype)
+        instance = class_ = batch_ = s.new_zeros(())
+        for temp in temps:
+            log_p_s = F.log_softmax(s / temp, dim=1)
+            log_p_t = F.log_softmax(t / temp, dim=1)
+            instance = instance + _instance(log_p_s, log_p_t, temp, m_rows)
+            s_half, d, m = _half_sum_and_diff(log_p_s.exp(), log_p_t.exp())
+            class_ = class_ + _class_term(s_half, d, m, classes)
+            batch_ = batch_ + _batch_term(m, batch)
+        return {"instance": instance, "class_": class_, "batch": batch_}
+
+
+# ----------------------------------------------------------------------------- AAM margin
+
+
+def apply_teacher_margin(teacher_logits: Tensor, target: Tensor, margin: float, scale: float) -> Tensor:
+    """Put the ArcMargin margin on the target column of cached margin-free logits ``s*cos``.
+
+    Target column becomes ``s * phi`` with WeSpeaker's non-easy rule: ``phi = cos(theta + m)`` where
+    ``cos > cos(pi - m)``, else ``cos - (1 - cos m)``; other columns, and rows with ``target < 0``
+    (speaker unknown to the teacher), are unchanged. ``cos`` is clamped to [-1, 1] first (float16
+    caches round slightly past 1). Returns ``[B, C]`` in at least float32; not meant for gradients.
+    """
+    z = _check_logits("teacher_logits", teacher_logits)
+    target = _check_target(target, z.shape[0], z.shape[1], allow_unknown=True)
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not (0 <= margin < math.pi):
+        raise KdcacheError(f"margin must be a number in [0, pi) radians, got {margin!r}")
+    s = _check_weight("scale", scale, allow_zero=False)
+    m = float(margin)
+    with _full_precision(z):
+        (z,) = _upcast(z)
+        out = z.clone()
+        rows = torch.nonzero(target >= 0).squeeze(1)
+        if rows.numel() == 0:
+            return out
+        cols = target[rows]
+        cos = (z[rows, cols] / s).clamp(-1.0, 1.0)
+        sin = (1.0 - cos * cos).clamp_min(0.0).sqrt()
+        phi = cos * math.cos(m) - sin * math.sin(m)
+        phi = torch.where(cos > math.cos(math.pi - m), phi, cos - (1.0 - math.cos(m)))
+        out[rows, cols] = s * phi
+        return out

@@ -1,0 +1,87 @@
+"""Speaker-verification evaluation of a model directory on a trial list: EER and minDCF."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdcache.data.corpus import load_corpus
+from kdcache.data.features import FeatureConfig
+from kdcache.data.trials import read_trials
+from kdcache.errors import KdcacheError
+from kdcache.evaluate.embed import extract_embeddings, speaker_means
+from kdcache.evaluate.metrics import compute_eer, compute_min_dcf
+from kdcache.evaluate.scoring import as_norm, cosine_scores
+from kdcache.models.checkpoint import load_model_dir
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    data: str
+    trials: str
+    score_norm: str = "none"  # none | asnorm
+    cohort: str | None = None
+    top_n: int = 300
+    device: str = "cpu"
+    show_progress: bool = True
+
+
+def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
+    """Embed the trial utterances, score by cosine (cohort mean subtracted when a cohort is given),
+    optionally AS-norm, and return ``{"eer", "min_dcf", ...}`` (EER as a fraction)."""
+    if cfg.score_norm not in ("none", "asnorm"):
+        raise KdcacheError(f"--score-norm {cfg.score_norm}: choose none or asnorm")
+    if cfg.score_norm == "asnorm" and not cfg.cohort:
+        raise KdcacheError("--score-norm asnorm needs --cohort DIR (a corpus, e.g. the training set)")
+    device = torch.device(cfg.device)
+    model, config = load_model_dir(cfg.model, map_location=device)
+    features = FeatureConfig.from_dict(config.features)
+    corpus = load_corpus(cfg.data)
+    trials = read_trials(cfg.trials)
+    if not trials:
+        raise KdcacheError(f"{cfg.trials}: no trials")
+    for line, trial in enumerate(trials, start=1):
+        for utt in (trial.enroll, trial.test):
+            if utt not in corpus:
+                raise KdcacheError(f"{cfg.trials}:{line}: utterance {utt!r} is not in the corpus {cfg.data}")
+    needed = sorted({t.enroll for t in trials} | {t.test for t in trials})
+    ids, emb = extract_embeddings(model, corpus, features, device, ids=needed, show_progress=cfg.show_progress)
+    row = {utt: i for i, utt in enumerate(ids)}
+    enroll = emb[[row[t.enroll] for t in trials]]
+    test = emb[[row[t.test] for t in trials]]
+    mean = None
+    cohort_emb = None
+    if cfg.cohort:
+        cohort_corpus = load_corpus(cfg.cohort)
+        c_ids, c_emb = extract_embeddings(model, cohort_corpus, features, device, show_progress=cfg.show_progress)
+        mean = c_emb.mean(0)
+        cohort_emb = speaker_means(c_ids, c_emb - mean, cohort_corpus)
+    scores = cosine_scores(enroll, test, mean=mean)
+    if cfg.score_norm == "asnorm":
+        centred = (lambda e: e - mean) if mean is not None else (lambda e: e)
+        scores = as_norm(scores, centred(enroll), centred(test), cohort_emb, top_n=cfg.top_n)
+    labels = np.array([t.target for t in trials], dtype=bool)
+    scores_np = scores.double().numpy()
+    return {
+        "eer": float(compute_eer(scores_np, labels)),
+        "min_dcf": float(compute_min_dcf(scores_np, labels, p_target=0.01)),
+        "p_target": 0.01,
+        "num_trials": len(trials),
+        "num_target": int(labels.sum()),
+        "score_norm": cfg.score_norm,
+        "model": str(cfg.model),
+        "trials": str(cfg.trials),
+        "arch": config.arch,
+        "cache_fingerprint": config.extra.get("cache_fingerprint"),
+    }
+
+
+def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")

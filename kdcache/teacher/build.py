@@ -1,0 +1,352 @@
+"""Phase 1: run the teacher once over the crop plan and write the cache, shard by shard.
+
+Per shard: replayed crops (DataLoader workers read audio and compute fbank), the teacher forward
+(inference mode; bf16 autocast on GPU) for margin-free logits and embeddings, optional Captum IG maps
+and the teacher's outputs on the integrated inputs, then one write per array in a background thread
+(so writing overlaps the next shard's compute) and ``progress/done[s]`` last. Finished shards are
+skipped on a rerun; under ``torchrun`` rank r takes shards s with s % world_size == r.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import kdcache
+from kdcache.cache.schema import CacheLayout
+from kdcache.cache.writer import CacheWriter
+from kdcache.data.augment import AugmentConfig, Augmenter
+from kdcache.data.corpus import Corpus, load_corpus
+from kdcache.data.crops import CropPlan, plan_rows
+from kdcache.data.datasets import ReplayDataset, worker_init
+from kdcache.data.features import FeatureConfig
+from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
+from kdcache.errors import KdcacheError
+from kdcache.models.checkpoint import ModelConfig, load_model_dir
+from kdcache.teacher.saliency import multi_duration_saliency
+from kdcache.train.distributed import DistContext, init_distributed
+
+
+@dataclass
+class BuildConfig:
+    data: str
+    teacher: str
+    out: str
+    crops_per_utt: int = 4
+    crop_seconds: float = 2.0
+    seed: int = 0
+    logits: str = "dense"
+    saliency: bool = False
+    ig_steps: int = 50
+    ig_durations: tuple[float, ...] = (2.0, 1.0)
+    ig_internal_batch_size: int | None = None
+    integrated_input: str = "attribution"
+    shard_rows: int = 4096
+    chunk_rows: int = 64
+    batch_size: int = 64
+    num_workers: int = 1
+    device: str = "auto"
+    overwrite: bool = False
+    allow_unknown_speakers: bool = False
+    skip_bad_audio: bool = False
+    augment: AugmentConfig | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class BuildSummary:
+    rows: int
+    shards_written: int
+    shards_skipped: int
+    bad_rows: int
+    seconds: float
+    rows_per_second: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def teacher_labels(corpus: Corpus, teacher_speakers: list[str], allow_unknown: bool) -> np.ndarray:
+    """[U] label of each utterance in the teacher's label space; -1 for unknown speakers if allowed."""
+    index = {s: i for i, s in enumerate(teacher_speakers)}
+    unknown = sorted({u.speaker for u in corpus.utterances} - set(index))
+    if unknown and not allow_unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise KdcacheError(
+            f"{len(unknown)} corpus speaker(s) are not in the teacher's speaker list ({shown}); "
+            "pass --allow-unknown-speakers to cache them with label -1"
+        )
+    return np.array([index.get(u.speaker, -1) for u in corpus.utterances], dtype=np.int64)
+
+
+def build_attrs(cfg: BuildConfig, tconf: ModelConfig, features: FeatureConfig, plan: CropPlan,
+                corpus: Corpus, augmenter: Augmenter | None, duration_frames: list[int]) -> dict[str, Any]:
+    """The provenance recorded in ``attrs["kdcache"]`` (everything that determines the arrays)."""
+    return {
+        "tool_version": kdcache.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "teacher": {
+            "arch": tconf.arch,
+            "model_args": tconf.model_args,
+            "weights_sha256": tconf.extra.get("weights_sha256"),
+            "classes": tconf.num_classes,
+            "embed_dim": tconf.embed_dim,
+            "scale": tconf.head_scale,
+            "margin": tconf.head_margin,
+        },
+        "features": features.to_dict(),
+        "crop_plan": plan.to_dict(),
+        "corpus": {"sha256": corpus.manifest_sha256(), "utterances": len(corpus)},
+        "logits": cfg.logits,
+        "saliency": (
+            {
+                "method": "integrated_gradients",
+                "attributed_output": "margin-free target-speaker logit s*cos",
+                "baseline": "zeros",
+                "riemann": "right",
+                "steps": cfg.ig_steps,
+                "durations_seconds": list(cfg.ig_durations),
+                "duration_frames": duration_frames,
+                "integrated_input": cfg.integrated_input,
+            }
+            if cfg.saliency
+            else None
+        ),
+        "augment": augmenter.manifest() if augmenter is not None else None,
+    }
+
+
+class _ShardBatches(torch.utils.data.Sampler):
+    """Batches of row indices that never cross a shard boundary, shard by shard."""
+
+    def __init__(self, shards: list[slice], batch_size: int) -> None:
+        self.batches = [
+            list(range(start, min(start + batch_size, sl.stop)))
+            for sl in shards
+            for start in range(sl.start, sl.stop, batch_size)
+        ]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _SafeReplay(Dataset):
+    """A replay dataset that reports unreadable audio instead of raising inside a worker."""
+
+    def __init__(self, replay: ReplayDataset, frames: int, bins: int) -> None:
+        self.replay = replay
+        self.frames = frames
+        self.bins = bins
+
+    def __len__(self) -> int:
+        return len(self.replay)
+
+    def __getitem__(self, i: int):
+        try:
+            row, feats, crc = self.replay[i]
+            return row, feats, crc, ""
+        except KdcacheError as err:
+            return i, torch.zeros(self.frames, self.bins), 0, str(err)
+
+
+def _collate(items):
+    rows = torch.tensor([it[0] for it in items], dtype=torch.int64)
+    feats = torch.stack([it[1] for it in items])
+    crcs = torch.tensor([it[2] for it in items], dtype=torch.int64)
+    errors = [it[3] for it in items]
+    return rows, feats, crcs, errors
+
+
+class TeacherRunner:
+    """The teacher's outputs for a batch of fbank crops: logits, embeddings, IG maps, integrated outputs."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, cfg: BuildConfig, duration_frames: list[int]):
+        self.model = model
+        self.device = device
+        self.cfg = cfg
+        self.duration_frames = duration_frames
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats [B, T, F] -> (margin-free logits [B, S], embeddings [B, D]) float32."""
+        with torch.inference_mode(), torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            emb = self.model(feats)
+            logits = self.model.projection.cosine_logits(emb)
+        return logits.float(), emb.float()
+
+    def __call__(self, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = feats.to(self.device, non_blocking=True)
+        logits, emb = self.forward(feats)
+        out = {"teacher/logits": logits, "teacher/embedding": emb}
+        if self.cfg.saliency:
+            labels = labels.to(self.device)
+            targets = torch.where(labels >= 0, labels, logits.argmax(dim=1))
+            maps = multi_duration_saliency(
+                self.model, feats, targets, self.duration_frames, self.cfg.ig_steps, self.cfg.ig_internal_batch_size
+            )
+            maps16 = maps.half()
+            # The integrated input is built from the float16 maps the student will read back.
+            inputs = integrated_inputs(feats, maps16.float(), self.cfg.integrated_input)
+            i_logits, i_emb = self.forward(inputs)
+            out |= {"teacher/saliency": maps16, "teacher/integrated_logits": i_logits, "teacher/integrated_embedding": i_emb}
+        return out
+
+
+def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
+    """Build (or resume) the cache described by ``cfg``; returns what was done."""
+    if cfg.logits not in ("dense", "uint8", "factorized"):
+        raise KdcacheError(f"--logits {cfg.logits}: choose dense, uint8 or factorized")
+    if cfg.integrated_input not in INTEGRATED_INPUT_MODES:
+        raise KdcacheError(f"--integrated-input {cfg.integrated_input}: choose {', '.join(INTEGRATED_INPUT_MODES)}")
+    ctx = init_distributed(cfg.device)
+    model, tconf = load_model_dir(cfg.teacher, map_location=ctx.device)
+    features = FeatureConfig.from_dict(tconf.features)
+    if features.dither != 0.0:
+        # Dither is random noise a student could not replay: the cache path always uses none.
+        features = FeatureConfig.from_dict(features.to_dict() | {"dither": 0.0})
+    corpus = load_corpus(cfg.data)
+    labels = teacher_labels(corpus, tconf.speakers, cfg.allow_unknown_speakers)
+    plan = CropPlan(cfg.crop_seconds, cfg.crops_per_utt, cfg.seed)
+    crop_samples = features.crop_num_samples(cfg.crop_seconds)
+    frames = features.frames_for_seconds(cfg.crop_seconds)
+    rows = plan_rows(corpus.num_samples(), plan, crop_samples)
+    duration_frames = [min(features.frames_for_seconds(d), frames) for d in cfg.ig_durations]
+    augmenter = Augmenter(cfg.augment) if cfg.augment is not None else None
+
+    layout = CacheLayout(
+        num_rows=len(rows),
+        num_classes=tconf.num_classes,
+        embed_dim=tconf.embed_dim,
+        logits_mode=cfg.logits,
+        saliency_shape=(len(duration_frames), frames, features.num_mel_bins) if cfg.saliency else None,
+        integrated=cfg.saliency,
+        shard_rows=cfg.shard_rows,
+        chunk_rows=cfg.chunk_rows,
+    )
+    attrs = build_attrs(cfg, tconf, features, plan, corpus, augmenter, duration_frames)
+    head = model.projection.normalized_weight().detach().cpu().numpy()
+    recipe_arrays = {
+        "utterance": rows.utterance,
+        "start": rows.start,
+        "num_samples": rows.num_samples,
+        "label": labels[rows.utterance],
+        "aug_seed": rows.aug_seed,
+    }
+    writer = _open_writer(cfg, ctx, layout, corpus, recipe_arrays, head, attrs)
+    pending = writer.pending_shards(ctx.rank, ctx.world_size)
+    mine = [s for s in range(layout.num_shards) if s % ctx.world_size == ctx.rank]
+    summary = BuildSummary(rows=len(rows), shards_written=0, shards_skipped=len(mine) - len(pending), bad_rows=0,
+                           seconds=0.0, rows_per_second=0.0)
+    started = time.perf_counter()
+    if pending:
+        _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, duration_frames,
+                    pending, summary)
+    ctx.barrier()
+    if ctx.is_main:
+        writer.finalize()
+    summary.seconds = time.perf_counter() - started
+    written_rows = sum(layout.shard_slice(s).stop - layout.shard_slice(s).start for s in pending)
+    summary.rows_per_second = written_rows / max(summary.seconds, 1e-9)
+    return summary
+
+
+def _open_writer(cfg, ctx: DistContext, layout, corpus: Corpus, recipe_arrays, head, attrs) -> CacheWriter:
+    """Rank 0 creates (or checks and reopens) the cache; the other ranks open it after a barrier."""
+    def create() -> CacheWriter:
+        return CacheWriter.create(
+            cfg.out, layout,
+            speakers=list(attrs_speakers(cfg)),
+            utterance_ids=[u.id for u in corpus.utterances],
+            utterance_speakers=[u.speaker for u in corpus.utterances],
+            utterance_num_samples=corpus.num_samples(),
+            rows=recipe_arrays, head=head, attrs=attrs, overwrite=cfg.overwrite,
+        )
+
+    if ctx.is_main:
+        writer = create()
+    ctx.barrier()
+    if not ctx.is_main:
+        writer = CacheWriter.open_for_resume(cfg.out)
+    return writer
+
+
+def attrs_speakers(cfg: BuildConfig) -> list[str]:
+    from kdcache.models.checkpoint import read_config
+
+    return read_config(Path(cfg.teacher)).speakers
+
+
+def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, duration_frames,
+                pending: list[int], summary: BuildSummary) -> None:
+    replay = ReplayDataset(corpus, recipe_arrays, features, augmenter)
+    frames = layout.saliency_shape[1] if layout.saliency_shape else features.frames_for_seconds(cfg.crop_seconds)
+    dataset = _SafeReplay(replay, frames, features.num_mel_bins)
+    shard_slices = [layout.shard_slice(s) for s in pending]
+    loader = DataLoader(
+        dataset,
+        batch_sampler=_ShardBatches(shard_slices, cfg.batch_size),
+        num_workers=cfg.num_workers,
+        worker_init_fn=worker_init if cfg.num_workers > 0 else None,
+        collate_fn=_collate,
+        pin_memory=ctx.device.type == "cuda",
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+    )
+    runner = TeacherRunner(model, ctx.device, cfg, duration_frames)
+    labels_all = torch.from_numpy(recipe_arrays["label"])
+    total_rows = sum(sl.stop - sl.start for sl in shard_slices)
+    bar = tqdm(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
+               unit="row", disable=not cfg.show_progress, mininterval=1.0, dynamic_ncols=True)
+    shard_iter = iter(zip(pending, shard_slices))
+    shard, sl = next(shard_iter)
+    buffers: dict[str, list[torch.Tensor]] = {}
+    bad: list[int] = []
+    filled = 0
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+    in_flight: Future | None = None
+    try:
+        for rows, feats, crcs, errors in loader:
+            failed = [k for k, e in enumerate(errors) if e]
+            if failed and not cfg.skip_bad_audio:
+                raise KdcacheError(
+                    f"{errors[failed[0]]} (row {int(rows[failed[0]])}; finished shards are kept; "
+                    "pass --skip-bad-audio to record such rows and go on)"
+                )
+            outputs = runner(feats, labels_all[rows])
+            outputs["rows/input_crc"] = crcs
+            for k in failed:
+                bad.append(int(rows[k]))
+                outputs["rows/input_crc"][k] = -1
+            for name, value in outputs.items():
+                buffers.setdefault(name, []).append(value.detach().cpu())
+            filled += len(rows)
+            bar.update(len(rows))
+            if filled == sl.stop - sl.start:
+                arrays = {name: torch.cat(parts).numpy() for name, parts in buffers.items()}
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = pool.submit(writer.write_shard, shard, arrays)
+                summary.shards_written += 1
+                buffers, filled = {}, 0
+                nxt = next(shard_iter, None)
+                if nxt is None:
+                    break
+                shard, sl = nxt
+        if in_flight is not None:
+            in_flight.result()
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    summary.bad_rows = len(bad)
+    if bad:
+        summary.extra["bad_rows"] = bad

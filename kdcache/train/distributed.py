@@ -1,0 +1,78 @@
+"""Process-group setup for ``torchrun`` (DDP) and single-process runs alike."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from kdcache.errors import KdcacheError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank among world_size, and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KdcacheError("--device cuda: no CUDA device is available (use --device cpu)")
+        if name == "cuda":
+            return torch.device("cuda", local_rank)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise KdcacheError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:N)") from None
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the ``torchrun`` process group if one is described by the environment.
+
+    gloo on CPU, nccl on CUDA. Without ``WORLD_SIZE`` > 1 this is a single-process context.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(value: float, ctx: DistContext) -> float:
+    """Average a Python float over ranks (for logging)."""
+    if not ctx.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device if ctx.device.type == "cuda" else "cpu")
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / ctx.world_size

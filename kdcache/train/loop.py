@@ -1,0 +1,215 @@
+"""The epoch loop shared by teacher and student training.
+
+SGD (momentum 0.9, Nesterov, weight decay 1e-4), learning rate decaying exponentially from ``lr`` to
+``final_lr`` with a linear warm-up, an AAM margin schedule, a checkpoint after every epoch (atomic),
+resume from it, a progress bar with the loss terms and speed, and one JSON line per epoch.
+WeSpeaker's 150-epoch recipe (warm-up 6 epochs, margin 0 -> 0.2 between epochs 20 and 40) is scaled
+to the number of epochs of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kdcache.errors import KdcacheError
+from kdcache.models.projection import ArcMarginProduct, MarginScheduler
+from kdcache.train.distributed import DistContext, all_reduce_mean
+
+CHECKPOINT_NAME = "last.pt"
+LOG_NAME = "train_log.jsonl"
+
+# WeSpeaker's VoxCeleb recipe, in fractions of its 150 epochs.
+_RECIPE_EPOCHS = 150.0
+_RECIPE_WARMUP = 6.0
+_RECIPE_MARGIN_START = 20.0
+_RECIPE_MARGIN_FULL = 40.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedules; ``None`` fields are scaled from WeSpeaker's recipe to ``epochs``."""
+
+    epochs: int = 10
+    lr: float = 0.1
+    final_lr: float = 5e-5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float | None = None
+    margin: float = 0.2
+    margin_start_epoch: int | None = None  # 1-based, as WeSpeaker's increase_start_epoch
+    margin_full_epoch: int | None = None  # 1-based, as WeSpeaker's fix_start_epoch
+
+    def resolved(self) -> "OptimConfig":
+        scale = self.epochs / _RECIPE_EPOCHS
+        out = OptimConfig(**asdict(self))
+        if out.warmup_epochs is None:
+            out.warmup_epochs = _RECIPE_WARMUP * scale
+        if out.margin_start_epoch is None:
+            out.margin_start_epoch = 1 + round(_RECIPE_MARGIN_START * scale)
+        if out.margin_full_epoch is None:
+            out.margin_full_epoch = max(out.margin_start_epoch, 1 + round(_RECIPE_MARGIN_FULL * scale))
+        return out
+
+
+def lr_at(progress: float, cfg: OptimConfig) -> float:
+    """Learning rate at ``progress`` epochs (fractional): exponential decay times linear warm-up."""
+    frac = min(max(progress / max(cfg.epochs, 1e-9), 0.0), 1.0)
+    lr = cfg.lr * math.exp(frac * math.log(cfg.final_lr / cfg.lr))
+    if cfg.warmup_epochs and progress < cfg.warmup_epochs:
+        lr *= max(progress / cfg.warmup_epochs, 1e-3)
+    return lr
+
+
+StepFn = Callable[[Any, float], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs finished
+    iteration: int = 0
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a training checkpoint written by :func:`fit` (no unpickling of objects)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as broken:  # noqa: BLE001 - any failure is a bad checkpoint file
+        raise KdcacheError(f"{path}: unreadable training checkpoint ({str(broken).splitlines()[0][:160]})") from None
+
+
+def fit(
+    *,
+    out_dir: Path,
+    modules: dict[str, nn.Module],
+    head: ArcMarginProduct | None,
+    make_batches: Callable[[int], Iterable[Any]],
+    batches_per_epoch: int,
+    rows_per_batch: int,
+    step: StepFn,
+    cfg: OptimConfig,
+    ctx: DistContext,
+    resume: bool = False,
+    desc: str = "train",
+    show_progress: bool = True,
+) -> TrainState:
+    """Run the epochs from the last checkpoint (or from scratch) to ``cfg.epochs``.
+
+    ``modules`` are the trainable modules by name (their state is checkpointed; pass DDP-unwrapped
+    modules here); ``step(batch, progress)`` returns the loss to minimise and a dict of floats to log.
+    ``head`` (the AAM head) gets WeSpeaker's per-iteration margin schedule.
+    """
+    cfg = cfg.resolved()
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+    )
+    state = TrainState()
+    if ckpt_path.exists():
+        if not resume:
+            raise KdcacheError(
+                f"{ckpt_path}: a training run already exists here (use --resume to continue it, "
+                "or choose another --out)"
+            )
+        saved = load_checkpoint(ckpt_path)
+        for name, module in modules.items():
+            module.load_state_dict(saved["modules"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainState(epoch=int(saved["epoch"]), iteration=int(saved["iteration"]))
+    if ctx.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    margins = None
+    if head is not None:
+        margins = MarginScheduler(
+            head, max(batches_per_epoch, 1), final_margin=cfg.margin,
+            increase_start_epoch=cfg.margin_start_epoch, fix_start_epoch=cfg.margin_full_epoch,
+        )
+
+    for epoch in range(state.epoch, cfg.epochs):
+        for module in modules.values():
+            module.train()
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        started = time.perf_counter()
+        bar = tqdm(
+            total=batches_per_epoch,
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (show_progress and ctx.is_main),
+            unit="batch",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        for index, batch in enumerate(make_batches(epoch)):
+            progress = epoch + index / max(batches_per_epoch, 1)
+            lr = lr_at(progress, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if margins is not None:
+                margins.step(state.iteration)
+            loss, logs = step(batch, progress)
+            if not torch.isfinite(loss):
+                raise KdcacheError(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, batch {index + 1} "
+                    "(lower --lr, or check the data)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.iteration += 1
+            count += 1
+            logs = {"loss": float(loss.detach()), **logs}
+            for key, value in logs.items():
+                sums[key] += value
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(
+                {k: f"{v / count:.3f}" for k, v in sums.items()}
+                | {"lr": f"{lr:.2g}", "rows/s": f"{count * rows_per_batch * ctx.world_size / max(elapsed, 1e-9):.0f}"},
+                refresh=False,
+            )
+            bar.update(1)
+        bar.close()
+        seconds = time.perf_counter() - started
+        record = {"epoch": epoch + 1, "iterations": state.iteration, "lr": lr_at(epoch + 1, cfg)}
+        record["margin"] = head.margin if head is not None else None
+        for key, value in sums.items():
+            record[key] = all_reduce_mean(value / max(count, 1), ctx)
+        record["seconds"] = round(seconds, 3)
+        record["rows_per_s"] = round(count * rows_per_batch * ctx.world_size / max(seconds, 1e-9), 1)
+        state.epoch = epoch + 1
+        if ctx.is_main:
+            _atomic_torch_save(
+                {
+                    "modules": {name: m.state_dict() for name, m in modules.items()},
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": state.epoch,
+                    "iteration": state.iteration,
+                },
+                ckpt_path,
+            )
+            with open(Path(out_dir) / LOG_NAME, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+        ctx.barrier()
+    if head is not None:
+        head.update(cfg.margin)
+    return state

@@ -1,0 +1,378 @@
+"""Phase 2: train a student from the cache alone (the teacher is never loaded).
+
+Each batch is a few whole 64-row blocks of the cache (the block sampler), whose crops are replayed
+from the corpus (DataLoader workers: audio, seeded augmentation, fbank) and whose teacher rows are read
+from the cache in the same worker. Losses (``kdcache.distill``): ce, embedding, kd, dkd, mlkd, imlkd.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kdcache.cache import schema as sc
+from kdcache.cache.fingerprint import cache_fingerprint
+from kdcache.cache.reader import TeacherCache
+from kdcache.cache.sampler import BlockSampler
+from kdcache.data.augment import AugmentConfig, Augmenter
+from kdcache.data.corpus import Corpus, load_corpus
+from kdcache.data.datasets import replay_waveform, waveform_crc, worker_init
+from kdcache.data.features import FeatureConfig, compute_fbank
+from kdcache.distill import losses as L
+from kdcache.distill.integrated import integrated_inputs
+from kdcache.errors import KdcacheError
+from kdcache.models import attach_head, build_model, default_model_args
+from kdcache.models.checkpoint import ModelConfig, save_model_dir
+from kdcache.train.distributed import init_distributed
+from kdcache.train.loop import OptimConfig, fit
+from kdcache.train.teacher import autocast_for
+
+LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")
+
+
+@dataclass
+class StudentTrainConfig:
+    cache: str
+    data: str
+    student: str
+    loss: str
+    out: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    final_lr: float = 5e-5
+    margin: float = 0.2
+    num_workers: int = 1
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    kd_weight: float = 1.0
+    temperature: float = 1.0
+    alpha: float = 1.0
+    beta: float = 2.0
+    kd_warmup_epochs: int | None = None
+    teacher_margin: float = 0.2
+    temperatures: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0)
+    eta: float = 1.0
+    embedding_weight: float = 1.0
+    verify_inputs: int = 0
+    allow_incomplete: bool = False
+    augment: AugmentConfig | None = None
+    show_progress: bool = True
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise KdcacheError(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
+        for name in ("temperature", "beta", "eta", "lr"):
+            if not getattr(self, name) > 0:
+                raise KdcacheError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if any(t <= 0 for t in self.temperatures) or not self.temperatures:
+            raise KdcacheError(f"--temperatures must be positive numbers, got {list(self.temperatures)}")
+        if self.alpha < 0 or self.kd_weight < 0 or self.embedding_weight < 0:
+            raise KdcacheError("--alpha, --kd-weight and --embedding-weight must not be negative")
+
+    @property
+    def warmup_epochs(self) -> int:
+        """DKD warm-up: ENSKD's 20 of 150 epochs, scaled to the run (at least 1)."""
+        if self.kd_warmup_epochs is not None:
+            return max(int(self.kd_warmup_epochs), 1)
+        return max(1, round(20 * self.epochs / 150))
+
+
+# ----------------------------------------------------------------------------- cache x corpus
+
+
+def check_corpus_matches(cache: TeacherCache, corpus: Corpus, limit: int = 5) -> None:
+    """Refuse a corpus whose utterance ids, order or lengths differ from the cache's manifest."""
+    ids, _, lengths = cache.utterances()
+    problems: list[str] = []
+    corpus_ids = [u.id for u in corpus.utterances]
+    if len(ids) != len(corpus_ids):
+        problems.append(f"{len(ids)} utterances in the cache, {len(corpus_ids)} in the corpus")
+    cached = {u: int(n) for u, n in zip(ids, lengths)}
+    for utt in corpus.utterances:
+        if utt.id not in cached:
+            problems.append(f"{utt.id} is not in the cache")
+        elif cached[utt.id] != utt.num_samples:
+            problems.append(f"{utt.id} has {utt.num_samples} samples, the cache recorded {cached[utt.id]}")
+        if len(problems) >= limit:
+            break
+    present = set(corpus_ids)
+    for u in ids:
+        if len(problems) >= limit:
+            break
+        if u not in present:
+            problems.append(f"{u} (in the cache) is missing from the corpus")
+    if not problems and list(ids) != corpus_ids:
+        problems.append("the utterance order differs from the cache's")
+    if problems:
+        raise KdcacheError(f"{cache.url}: the corpus does not match the cache: {'; '.join(problems[:limit])}")
+
+
+def verify_replayed_inputs(cache: TeacherCache, corpus: Corpus, augmenter: Augmenter | None, count: int, seed: int = 0) -> int:
+    """Recompute the input crc of ``count`` random rows; refuse on any difference. Returns rows checked."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(cache), size=min(count, len(cache)), replace=False))
+    rec = cache.read([sc.ROW_UTTERANCE, sc.ROW_START, sc.ROW_NUM_SAMPLES, sc.ROW_AUG_SEED, sc.ROW_INPUT_CRC], rows)
+    for k, row in enumerate(rows):
+        wave = replay_waveform(corpus, int(rec[sc.ROW_UTTERANCE][k]), int(rec[sc.ROW_START][k]),
+                               int(rec[sc.ROW_NUM_SAMPLES][k]), int(rec[sc.ROW_AUG_SEED][k]), augmenter)
+        if waveform_crc(wave) != int(rec[sc.ROW_INPUT_CRC][k]):
+            utt = corpus.utterances[int(rec[sc.ROW_UTTERANCE][k])]
+            raise KdcacheError(
+                f"row {int(row)}: the replayed input differs from the teacher's (audio {utt.path} changed since "
+                "the cache was built, or the augmentation sets differ)"
+            )
+    return len(rows)
+
+
+class CacheBatches(Dataset):
+    """Item = a batch of cache rows: replayed fbank crops plus the teacher's cached outputs.
+
+    The cache is opened lazily in each DataLoader worker (TeacherCache pickles as its URL).
+    """
+
+    def __init__(self, cache: TeacherCache, corpus: Corpus, features: FeatureConfig, augmenter: Augmenter | None,
+                 with_saliency: bool) -> None:
+        self.cache = cache
+        self.corpus = corpus
+        self.features = features
+        self.augmenter = augmenter
+        self.with_saliency = with_saliency
+        self.logits_mode = cache.layout.logits_mode
+
+    def __len__(self) -> int:  # items are addressed by row arrays from the sampler
+        return len(self.cache)
+
+    def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        rows = np.asarray(rows, dtype=np.int64)
+        recipe = self.cache.read([sc.ROW_UTTERANCE, sc.ROW_START, sc.ROW_NUM_SAMPLES, sc.ROW_AUG_SEED, sc.ROW_LABEL], rows)
+        feats = torch.stack([
+            compute_fbank(
+                replay_waveform(self.corpus, int(recipe[sc.ROW_UTTERANCE][k]), int(recipe[sc.ROW_START][k]),
+                                int(recipe[sc.ROW_NUM_SAMPLES][k]), int(recipe[sc.ROW_AUG_SEED][k]), self.augmenter),
+                self.features,
+            )
+            for k in range(len(rows))
+        ])
+        batch = {
+            "feats": feats,
+            "label": torch.from_numpy(recipe[sc.ROW_LABEL].astype(np.int64)),
+            "teacher_logits": torch.from_numpy(self.cache.logits(rows)),
+            "teacher_embedding": torch.from_numpy(self.cache.embeddings(rows)),
+        }
+        if self.with_saliency:
+            batch["saliency"] = torch.from_numpy(self.cache.saliency(rows).astype(np.float32))
+            batch["integrated_logits"] = torch.from_numpy(self.cache.integrated_logits(rows))
+            batch["integrated_embedding"] = torch.from_numpy(self.cache.integrated_embeddings(rows))
+        return batch
+
+
+# ----------------------------------------------------------------------------- model and losses
+
+
+class StudentNet(nn.Module):
+    """The student (with its AAM head as ``projection``) plus an optional embedding adapter P.
+
+    One forward computes everything a step needs, so DDP sees each parameter used once per step.
+    """
+
+    def __init__(self, model: nn.Module, teacher_dim: int | None) -> None:
+        super().__init__()
+        self.model = model
+        dim = int(model.embed_dim)
+        self.adapter = nn.Linear(dim, teacher_dim, bias=False) if teacher_dim and teacher_dim != dim else nn.Identity()
+
+    def forward(self, feats: torch.Tensor, labels: torch.Tensor, integrated: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        emb = self.model(feats)
+        out = {"embedding": emb, "logits": self.model.projection(emb, labels.clamp_min(0)), "projected": self.adapter(emb)}
+        if integrated is not None:
+            i_emb = self.model(integrated)
+            out["integrated_logits"] = self.model.projection.cosine_logits(i_emb)
+            out["integrated_projected"] = self.adapter(i_emb)
+        return out
+
+
+def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                 epoch: int, teacher_scale: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of ``cfg.loss`` for one batch, and each term for the log (all float32)."""
+    labels = batch["label"]
+    logits = out["logits"].float()
+    known = labels >= 0
+    ce = F.cross_entropy(logits, labels, ignore_index=-1) if known.any() else logits.sum() * 0.0
+    terms: dict[str, torch.Tensor] = {"ce": ce}
+    t_logits = batch["teacher_logits"]
+    if cfg.loss == "embedding":
+        terms["emb"] = cfg.kd_weight * L.embedding_loss(out["projected"], batch["teacher_embedding"])
+    elif cfg.loss == "kd":
+        terms["kd"] = cfg.kd_weight * L.kd_loss(logits, t_logits, cfg.temperature)
+    elif cfg.loss == "dkd":
+        target = torch.where(known, labels, t_logits.argmax(dim=1))
+        t_margin = L.apply_teacher_margin(t_logits, target, cfg.teacher_margin, teacher_scale)
+        tckd, nckd = L.dkd_terms(logits, t_margin, target, cfg.temperature)
+        ramp = min((epoch + 1) / cfg.warmup_epochs, 1.0)
+        terms["tckd"] = ramp * cfg.alpha * tckd
+        terms["nckd"] = ramp * cfg.beta * nckd
+    elif cfg.loss == "mlkd":
+        levels = L.multi_level_loss(logits, t_logits, cfg.temperatures)
+        terms |= {"instance": levels["instance"], "class": levels["class_"], "batch": levels["batch"]}
+    elif cfg.loss == "imlkd":
+        i_logits = out["integrated_logits"].float()
+        levels = L.multi_level_loss(i_logits, batch["integrated_logits"], cfg.temperatures)
+        dist = L.embedding_distance(out["integrated_projected"], batch["integrated_embedding"])
+        terms["instance"] = cfg.eta * (levels["instance"] + cfg.embedding_weight * dist)
+        terms["class"] = cfg.eta * levels["class_"]
+        terms["batch"] = cfg.eta * levels["batch"]
+    total = sum(terms.values())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
+    """Train ``cfg.student`` from ``cfg.cache`` with ``cfg.loss``; write a model directory to ``cfg.out``."""
+    cfg.check()
+    ctx = init_distributed(cfg.device)
+    cache = TeacherCache.open(cfg.cache)
+    settings = cache.settings
+    if not cache.is_complete and not cfg.allow_incomplete:
+        missing = cache.missing_shards()
+        raise KdcacheError(
+            f"{cfg.cache}: cache is incomplete ({len(missing)} shard(s) not written, e.g. {missing[:3]}); "
+            "finish the build (rerun build-teacher-cache) or pass --allow-incomplete"
+        )
+    if cfg.loss == "imlkd" and not settings.get("saliency"):
+        raise KdcacheError(f"{cfg.cache}: --loss imlkd needs saliency maps; rebuild the cache with --saliency")
+    corpus = load_corpus(cfg.data)
+    check_corpus_matches(cache, corpus)
+    features = FeatureConfig.from_dict(settings["features"])
+    augmenter = _augmenter_for(cfg.augment, settings.get("augment"))
+    if cfg.verify_inputs:
+        verify_replayed_inputs(cache, corpus, augmenter, cfg.verify_inputs, seed=cfg.seed)
+    speakers = cache.speakers
+    teacher = settings.get("teacher") or {}
+    fingerprint = cache_fingerprint(settings)
+
+    num_rows = len(cache)
+    rows_source = np.arange(num_rows) if cache.is_complete else _done_rows(cache)
+    sampler = BlockSampler(
+        num_rows, cfg.batch_size, block_rows=cache.layout.chunk_rows, seed=cfg.seed,
+        rank=ctx.rank, world_size=ctx.world_size, drop_last=True, shuffle=True,
+    )
+    if not cache.is_complete:
+        sampler = _RestrictedSampler(sampler, set(rows_source.tolist()))
+    if len(sampler) < 1:
+        raise KdcacheError(f"--batch-size {cfg.batch_size} is larger than the cache's rows per process; lower it")
+    dataset = CacheBatches(cache, corpus, features, augmenter, with_saliency=cfg.loss == "imlkd")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.student, **cfg.model_args)
+    head = attach_head(model, len(speakers), scale=float(teacher.get("scale", 32.0)))
+    net = StudentNet(model, int(teacher.get("embed_dim") or cache.layout.embed_dim)).to(ctx.device)
+    runner: nn.Module = net
+    if ctx.distributed:
+        runner = nn.parallel.DistributedDataParallel(
+            net, device_ids=[ctx.device] if ctx.device.type == "cuda" else None, find_unused_parameters=cfg.loss != "embedding" and cfg.loss != "imlkd"
+        )
+    integrated_mode = (settings.get("saliency") or {}).get("integrated_input", "attribution")
+
+    def make_batches(epoch: int):
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
+            worker_init_fn=worker_init if cfg.num_workers > 0 else None,
+            pin_memory=ctx.device.type == "cuda", prefetch_factor=4 if cfg.num_workers > 0 else None,
+            persistent_workers=False,
+        )
+
+    state = {"epoch": 0}
+
+    def step(batch: dict[str, torch.Tensor], progress: float):
+        batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+        integrated = None
+        if cfg.loss == "imlkd":
+            integrated = integrated_inputs(batch["feats"], batch["saliency"], integrated_mode)
+        with autocast_for(ctx.device):
+            out = runner(batch["feats"], batch["label"], integrated)
+        return student_loss(cfg, out, batch, int(math.floor(progress)), float(teacher.get("scale", 32.0)))
+
+    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin)
+    fit(
+        out_dir=Path(cfg.out), modules={"student": net}, head=head, make_batches=make_batches,
+        batches_per_epoch=len(sampler), rows_per_batch=cfg.batch_size, step=step, cfg=optim, ctx=ctx,
+        resume=cfg.resume, desc=f"train-student {cfg.student}/{cfg.loss}", show_progress=cfg.show_progress,
+    )
+    del state
+    result: dict[str, Any] = {"cache_fingerprint": fingerprint}
+    if ctx.is_main:
+        config = ModelConfig(
+            arch=cfg.student,
+            model_args=default_model_args(cfg.student) | dict(cfg.model_args),
+            embed_dim=int(model.embed_dim),
+            speakers=list(speakers),
+            features=features.to_dict(),
+            head_scale=float(head.scale),
+            head_margin=cfg.margin,
+            extra={
+                "cache_fingerprint": fingerprint,
+                "cache": str(cfg.cache),
+                "training": {k: v for k, v in asdict(cfg).items() if k not in ("augment", "show_progress")},
+            },
+        )
+        save_model_dir(Path(cfg.out), model, config)
+        if isinstance(net.adapter, nn.Linear):
+            torch.save({"weight": net.adapter.weight.detach().cpu()}, Path(cfg.out) / "adapter.pt")
+        (Path(cfg.out) / "cache_fingerprint.txt").write_text(fingerprint + "\n")
+    ctx.barrier()
+    return result
+
+
+def _augmenter_for(config: AugmentConfig | None, recorded: Any) -> Augmenter | None:
+    """The augmenter of the build, checked against the sets recorded in the cache."""
+    if not recorded:
+        if config is not None:
+            raise KdcacheError("the cache was built without augmentation; drop the --augment-* options")
+        return None
+    if config is None:
+        raise KdcacheError(
+            "the cache was built with augmentation: pass the same --augment-noise/--augment-reverb folders "
+            "so the crops can be replayed"
+        )
+    augmenter = Augmenter(config)
+    if json.dumps(augmenter.manifest(), sort_keys=True) != json.dumps(recorded, sort_keys=True):
+        raise KdcacheError("the augmentation folders or probability differ from the ones the cache was built with")
+    return augmenter
+
+
+def _done_rows(cache: TeacherCache) -> np.ndarray:
+    done = cache.done()
+    parts = [np.arange(*cache.layout.shard_slice(s).indices(len(cache))[:2]) for s in np.flatnonzero(done)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+class _RestrictedSampler:
+    """Keeps only the batches whose rows are all in finished shards (``--allow-incomplete``)."""
+
+    def __init__(self, sampler: BlockSampler, allowed: set[int]) -> None:
+        self.sampler = sampler
+        self.allowed = allowed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return (b for b in self.sampler if all(int(r) in self.allowed for r in b))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in iter(self))

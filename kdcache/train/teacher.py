@@ -1,0 +1,167 @@
+"""Teacher (or any speaker model) training with AAM-softmax on fresh random crops."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kdcache.data.augment import AugmentConfig, Augmenter
+from kdcache.data.corpus import load_corpus
+from kdcache.data.datasets import RandomCropDataset, worker_init
+from kdcache.data.features import FeatureConfig
+from kdcache.errors import KdcacheError
+from kdcache.models import attach_head, build_model, default_model_args
+from kdcache.models.checkpoint import ModelConfig, save_model_dir
+from kdcache.train.distributed import DistContext, init_distributed
+from kdcache.train.loop import OptimConfig, fit
+
+
+class SpeakerClassifier(nn.Module):
+    """Speaker model plus its AAM head in one forward, so DDP sees every parameter used."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats [B, T, F] -> (embedding [B, D], AAM logits with margin [B, S])."""
+        emb = self.model(feats)
+        return emb, self.model.projection(emb, labels)
+
+
+def epoch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    ctx: DistContext,
+    num_workers: int,
+) -> DataLoader:
+    """A DataLoader over this rank's share of one epoch-seeded permutation (drop_last)."""
+    order = np.random.default_rng([seed, epoch, 7]).permutation(len(dataset))
+    per_rank = len(order) // ctx.world_size
+    order = order[ctx.rank * per_rank:(ctx.rank + 1) * per_rank]
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=order.tolist(),
+        drop_last=True,
+        num_workers=num_workers,
+        worker_init_fn=worker_init if num_workers > 0 else None,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast for the models on GPU; a no-op context on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@dataclass
+class TeacherTrainConfig:
+    data: str
+    arch: str
+    out: str
+    epochs: int = 10
+    batch_size: int = 64
+    crop_seconds: float = 2.0
+    lr: float = 0.1
+    final_lr: float = 5e-5
+    margin: float = 0.2
+    num_workers: int = 1
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    crops_per_utt: int = 1
+    model_args: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig | None = None
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    show_progress: bool = True
+
+
+def train_teacher(cfg: TeacherTrainConfig) -> Path:
+    """Train ``cfg.arch`` on the corpus ``cfg.data``; write a model directory to ``cfg.out``."""
+    ctx = init_distributed(cfg.device)
+    corpus = load_corpus(cfg.data)
+    speakers = corpus.speakers
+    if len(speakers) < 2:
+        raise KdcacheError(f"{cfg.data}: needs at least 2 speakers to train a classifier, found {len(speakers)}")
+    label_of = {s: i for i, s in enumerate(speakers)}
+    labels = [label_of[u.speaker] for u in corpus.utterances]
+    crop_samples = cfg.features.crop_num_samples(cfg.crop_seconds)
+    augmenter = Augmenter(cfg.augment) if cfg.augment is not None else None
+    dataset = RandomCropDataset(
+        corpus, labels, crop_samples, cfg.features, seed=cfg.seed, augmenter=augmenter, repeats=cfg.crops_per_utt
+    )
+    per_rank_batches = (len(dataset) // ctx.world_size) // cfg.batch_size
+    if per_rank_batches < 1:
+        raise KdcacheError(
+            f"--batch-size {cfg.batch_size} is larger than the corpus share of one process "
+            f"({len(dataset) // ctx.world_size} crops); lower it"
+        )
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, **cfg.model_args)
+    head = attach_head(model, len(speakers), scale=32.0)
+    model.to(ctx.device)
+    net: nn.Module = SpeakerClassifier(model)
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+
+    def make_batches(epoch: int):
+        dataset.epoch = epoch
+        return epoch_loader(dataset, cfg.batch_size, epoch, cfg.seed, ctx, cfg.num_workers)
+
+    def step(batch, progress: float):
+        feats, target = batch
+        feats = feats.to(ctx.device, non_blocking=True)
+        target = target.to(ctx.device, non_blocking=True)
+        with autocast_for(ctx.device):
+            _, logits = net(feats, target)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, target)
+        acc = (logits.argmax(dim=1) == target).float().mean()
+        return loss, {"acc": float(acc)}
+
+    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin)
+    out = Path(cfg.out)
+    fit(
+        out_dir=out,
+        modules={"model": model},
+        head=head,
+        make_batches=make_batches,
+        batches_per_epoch=per_rank_batches,
+        rows_per_batch=cfg.batch_size,
+        step=step,
+        cfg=optim,
+        ctx=ctx,
+        resume=cfg.resume,
+        desc=f"train-teacher {cfg.arch}",
+        show_progress=cfg.show_progress,
+    )
+    if ctx.is_main:
+        args = default_model_args(cfg.arch) | dict(cfg.model_args)
+        config = ModelConfig(
+            arch=cfg.arch,
+            model_args=args,
+            embed_dim=int(model.embed_dim),
+            speakers=list(speakers),
+            features=cfg.features.to_dict(),
+            head_scale=float(head.scale),
+            head_margin=cfg.margin,
+            extra={
+                "trained_on": {"corpus_sha256": corpus.manifest_sha256(), "utterances": len(corpus)},
+                "training": {k: v for k, v in asdict(cfg).items() if k not in ("features", "augment", "show_progress")},
+            },
+        )
+        save_model_dir(out, model, config)
+    ctx.barrier()
+    return out

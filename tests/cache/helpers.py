@@ -1,0 +1,83 @@
+"""Deterministic small caches for the cache tests (also imported by writer subprocesses)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdcache.cache import CacheLayout, CacheWriter
+
+SCALE = 32.0
+
+
+def small_layout(mode: str = "dense", **kw: Any) -> CacheLayout:
+    base = dict(num_rows=300, num_classes=37, embed_dim=16, logits_mode=mode, shard_rows=128, chunk_rows=16)
+    base.update(kw)
+    return CacheLayout(**base)
+
+
+def make_inputs(layout: CacheLayout, seed: int = 0, num_utts: int = 23) -> dict[str, Any]:
+    """Keyword arguments of CacheWriter.create (minus path/layout)."""
+    rng = np.random.default_rng(seed)
+    S, N = layout.num_classes, layout.num_rows
+    speakers = [f"id{i:05d}" for i in range(S - 1)] + ["spk_ÄÖ-日本"]  # one non-ASCII id
+    utt_spk_idx = rng.integers(0, S, num_utts)
+    utt = rng.integers(0, num_utts, N)
+    return dict(
+        speakers=speakers,
+        utterance_ids=[f"{speakers[s]}/vid{i}/0000{i % 7}.wav" for i, s in enumerate(utt_spk_idx)],
+        utterance_speakers=[speakers[s] for s in utt_spk_idx],
+        utterance_num_samples=rng.integers(16000, 80000, num_utts),
+        rows=dict(
+            utterance=utt,
+            start=rng.integers(0, 40000, N),
+            num_samples=np.full(N, 32240),
+            label=utt_spk_idx[utt],
+            aug_seed=rng.integers(0, 2**62, N),
+        ),
+        head=rng.standard_normal((S, layout.embed_dim)),
+        attrs={"tool_version": "test", "teacher": {"arch": "toy", "scale": SCALE}, "crop_plan": {"seconds": 2.0}},
+    )
+
+
+def shard_arrays(layout: CacheLayout, s: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """float32 teacher outputs of shard s (deterministic in (seed, s))."""
+    rng = np.random.default_rng([seed, s])
+    sl = layout.shard_slice(s)
+    n = sl.stop - sl.start
+    out = {
+        "logits": (rng.standard_normal((n, layout.num_classes)) * 8).astype(np.float32),
+        "embedding": rng.standard_normal((n, layout.embed_dim)).astype(np.float32),
+        "input_crc": rng.integers(0, 2**32, n, dtype=np.uint32),
+    }
+    if layout.saliency_shape is not None:
+        out["saliency"] = rng.standard_normal((n, *layout.saliency_shape)).astype(np.float32)
+    if layout.integrated:
+        out["integrated_logits"] = (rng.standard_normal((n, layout.num_classes)) * 8).astype(np.float32)
+        out["integrated_embedding"] = rng.standard_normal((n, layout.embed_dim)).astype(np.float32)
+    return out
+
+
+def all_arrays(layout: CacheLayout, seed: int = 0) -> dict[str, np.ndarray]:
+    """shard_arrays of every shard, concatenated: the [N, ...] float32 ground truth."""
+    parts = [shard_arrays(layout, s, seed) for s in range(layout.num_shards)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def build(path: Path, layout: CacheLayout, seed: int = 0, shards: list[int] | None = None, finalize: bool = True) -> CacheWriter:
+    writer = CacheWriter.create(path, layout, **make_inputs(layout, seed))
+    for s in range(layout.num_shards) if shards is None else shards:
+        writer.write_shard(s, shard_arrays(layout, s, seed))
+    if finalize:
+        writer.finalize()
+    return writer
+
+
+if __name__ == "__main__":  # python -m tests.cache.helpers PATH RANK WORLD MODE: write this rank's shards
+    path, rank, world, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    w = CacheWriter.open_for_resume(path)
+    for s in w.pending_shards(rank, world):
+        w.write_shard(s, shard_arrays(w.layout, s))
