@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -72,4 +73,87 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
     click.echo(f"model written to {out_dir}")
 
 
-COMMANDS = [train_teacher_cmd]
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise KdcacheError(f"{option} {text!r}: expected numbers separated by commas") from None
+    if not values:
+        raise KdcacheError(f"{option}: give at least one value")
+    return values
+
+
+@click.command("train-student")
+@click.option("--cache", required=True, help="Teacher cache: a path, file://, http(s):// or s3:// URL.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it).")
+@click.option("--student", default="xvector", show_default=True,
+              help="xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024 or campplus.")
+@click.option("--model-args", default="{}", show_default=True, help="JSON of student architecture arguments (narrow CPU variants).")
+@click.option("--loss", type=click.Choice(["ce", "embedding", "kd", "dkd", "mlkd", "imlkd"]), default="dkd", show_default=True,
+              help="ce: no KD; embedding: 1-cos(P e_s, e_t); kd: Hinton KD; dkd: decoupled KD (NSKD/ENSKD); "
+                   "mlkd: instance+class+batch levels; imlkd: IML-KD on integrated inputs (cache built with --saliency).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Student model directory.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
+              help="Rows per batch: whole blocks of the cache's --chunk-rows (64) rows.")
+@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial learning rate (exponential decay to 5e-5).")
+@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
+@click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1).")
+@click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
+@click.option("--beta", default=2.0, show_default=True, type=float, help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
+@click.option("--kd-warmup-epochs", default=None, type=click.IntRange(1),
+              help="DKD ramp min(epoch/warmup, 1) [default: 20/150 of --epochs, at least 1].")
+@click.option("--teacher-margin", default=0.2, show_default=True, type=float,
+              help="AAM margin put on the cached margin-free teacher target logit for dkd (ENSKD: 0.2).")
+@click.option("--temperatures", default="1,2,3,4,5", show_default=True, help="MLKD/IML-KD temperatures.")
+@click.option("--eta", default=1.0, show_default=True, type=float, help="IML-KD weight of the KD terms.")
+@click.option("--embedding-weight", default=1.0, show_default=True, type=float, help="IML-KD weight of ||P e_s - e_t||^2.")
+@click.option("--verify-inputs", default=0, show_default=True, type=click.IntRange(0),
+              help="Recompute the input crc of N random rows and refuse to train if the corpus changed.")
+@click.option("--allow-incomplete", is_flag=True, help="Train on the finished shards of an incomplete cache.")
+@click.option("--trials", type=click.Path(path_type=Path), default=None, help="Evaluate at the end on this trial list...")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="...whose utterances are in this corpus.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@augment_options
+@workers_option()
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+@device_option()
+def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, margin, kd_weight, temperature, alpha,
+                      beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
+                      allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
+                      resume, device) -> None:
+    """Train a student against a teacher cache; the teacher itself is never loaded.
+
+    \b
+    Example (NSKD / decoupled KD with beta 8):
+      kdcache train-student --cache demo/cache.zarr --data demo/train --student xvector \\
+          --loss dkd --beta 8 --out demo/student-dkd --trials demo/test/trials.txt --eval-data demo/test
+    """
+    from kdcache.train.student import StudentTrainConfig, train_student
+
+    if (trials is None) != (eval_data is None):
+        raise KdcacheError("--trials and --eval-data go together")
+    if trials is not None and not Path(trials).is_file():
+        raise KdcacheError(f"{trials}: trial list not found")
+    result = train_student(StudentTrainConfig(
+        cache=str(cache), data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
+        epochs=epochs, batch_size=batch_size, lr=lr, margin=margin, num_workers=num_workers, device=device, seed=seed,
+        resume=resume, kd_weight=kd_weight, temperature=temperature, alpha=alpha, beta=beta,
+        kd_warmup_epochs=kd_warmup_epochs, teacher_margin=teacher_margin,
+        temperatures=parse_floats(temperatures, "--temperatures"), eta=eta, embedding_weight=embedding_weight,
+        verify_inputs=verify_inputs, allow_incomplete=allow_incomplete,
+        augment=augment_config(augment_noise, augment_reverb, augment_prob),
+    ))
+    click.echo(f"student written to {out} (cache fingerprint {result['cache_fingerprint'][:16]})")
+    if trials is not None and int(os.environ.get("RANK", "0")) == 0:
+        from kdcache.evaluate.verification import EvalConfig, evaluate_model, write_metrics
+
+        metrics = evaluate_model(EvalConfig(model=str(out), data=str(eval_data), trials=str(trials)))
+        metrics["cache_fingerprint"] = result["cache_fingerprint"]
+        metrics["loss"] = loss
+        write_metrics(metrics, Path(out) / "metrics.json")
+        click.echo(f"EER {100 * metrics['eer']:.2f}%  minDCF(0.01) {metrics['min_dcf']:.4f}  -> {Path(out) / 'metrics.json'}")
+
+
+COMMANDS = [train_teacher_cmd, train_student_cmd]

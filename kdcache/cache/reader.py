@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import zarr
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
@@ -43,6 +45,40 @@ def _local_path(url: str) -> str:
     return url
 
 
+def _read_bytes(path: Path, byte_range: ByteRequest | None) -> bytes:
+    if byte_range is None:
+        return path.read_bytes()
+    with path.open("rb") as f:
+        if isinstance(byte_range, RangeByteRequest):
+            f.seek(byte_range.start)
+            return f.read(byte_range.end - byte_range.start)
+        if isinstance(byte_range, OffsetByteRequest):
+            f.seek(byte_range.offset)
+        elif isinstance(byte_range, SuffixByteRequest):
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - byte_range.suffix))
+        else:
+            raise TypeError(f"unexpected byte range {byte_range!r}")
+        return f.read()
+
+
+class _InlineLocalStore(LocalStore):
+    """A read-only LocalStore that reads files inline on zarr's event loop. LocalStore hands every read to
+    a thread; for a page-cached chunk that hop costs more than the read itself (measured ~1.3x more rows/s
+    for 64-row blocks on 2 cores). Remote stores keep their truly concurrent async reads."""
+
+    async def get(
+        self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        prototype = prototype or default_buffer_prototype()
+        if not self._is_open:
+            await self._open()
+        try:
+            return prototype.buffer.from_bytes(_read_bytes(self.root / key, byte_range))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+
 def _runs(uniq: np.ndarray) -> list[tuple[int, int]]:
     """Contiguous runs [start, stop) of sorted unique row indices."""
     breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
@@ -52,7 +88,7 @@ def _runs(uniq: np.ndarray) -> list[tuple[int, int]]:
 
 
 class TeacherCache:
-    """A teacher cache opened read-only. Row arrays come back float32 (stored float16 / uint8)."""
+    """A teacher cache opened read-only. Float row arrays come back float32 unless dtype= says otherwise."""
 
     def __init__(self, path_or_url: str | Path, storage_options: dict[str, Any] | None = None) -> None:
         self.url = str(path_or_url)
@@ -100,12 +136,16 @@ class TeacherCache:
                 local = Path(_local_path(self.url))
                 if not (local / "zarr.json").is_file():
                     raise KdcacheError(f"{self.url}: not a kdcache cache (no zarr.json)")
-                store = LocalStore(local, read_only=True)
+                store = _InlineLocalStore(local, read_only=True)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
                 group = zarr.open_group(store, mode="r", use_consolidated=True if remote else None)
         except KdcacheError:
             raise
+        except ImportError as e:  # e.g. s3:// without s3fs
+            raise KdcacheError(f"{self.url}: {e} (pip install 'kdcache[s3]' for s3://)") from None
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            raise KdcacheError(f"{self.url}: no kdcache cache there ({type(e).__name__}: {e})") from None
         except ValueError as e:
             if "onsolidated" in str(e):
                 raise KdcacheError(
@@ -114,8 +154,6 @@ class TeacherCache:
                     "finalize it where it was built (CacheWriter.finalize) and upload zarr.json again"
                 ) from None
             raise KdcacheError(f"{self.url}: cannot open the cache: {e}") from None
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
-            raise KdcacheError(f"{self.url}: no kdcache cache there ({type(e).__name__}: {e})") from None
         settings = group.attrs.get(sc.ATTRS_KEY)
         if not isinstance(settings, dict):
             raise KdcacheError(f"{self.url}: a zarr group but not a kdcache cache (no attrs['{sc.ATTRS_KEY}'])")
@@ -155,12 +193,11 @@ class TeacherCache:
         return arr
 
     def _has(self, name: str) -> bool:
-        if name == sc.HEAD:
-            return bool(self.settings.get("has_head", False))
-        specs = sc.row_array_specs(self.layout)
-        if name.startswith(("teacher/", "rows/")):
-            return name in specs
-        return True
+        if "specs" not in self._memo:
+            s = self.settings
+            U, head = int(s.get("num_utterances", 0)), bool(s.get("has_head"))
+            self._memo["specs"] = sc.array_specs(self.layout, U, with_head=head)
+        return name in self._memo["specs"]
 
     # ----------------------------------------------------------------- metadata
     @property
@@ -283,13 +320,14 @@ class TeacherCache:
             raise err
         lay = self.layout
         s0, s1 = lay.shard_of(r0), lay.shard_of(max(r0, r1 - 1))
+        first, last = lay.shard_slice(s0).start, lay.shard_slice(s1).stop - 1
         shards = f"shard {s0}" if s0 == s1 else f"shards {s0}-{s1}"
+        where = f"{name} {shards} (rows {first}-{last}; reading rows {r0}-{r1 - 1})"
         if isinstance(err, (ValueError, RuntimeError, IndexError, TypeError)):
             raise IntegrityError(
-                f"{self.url}: {name} {shards} (rows {r0}-{r1 - 1}) failed to decode "
-                f"(checksum or truncated file): {err}; run `kdcache cache verify`"
+                f"{self.url}: {where} failed to decode (checksum or truncated file): {err}; run `kdcache cache verify`"
             ) from err
-        raise KdcacheError(f"{self.url}: reading {name} {shards} (rows {r0}-{r1 - 1}) failed: {type(err).__name__}: {err}") from err
+        raise KdcacheError(f"{self.url}: reading {where} failed: {type(err).__name__}: {err}") from err
 
     def _check_written(self, name: str, data: np.ndarray, rows: Rows) -> None:
         """Float rows that read as NaN (the fill value) were never written: not done, or a lost shard file."""
@@ -309,35 +347,40 @@ class TeacherCache:
                 f"{self.url}: {name} shard {s} (rows {sl.start}-{sl.stop - 1}) {state}: row {row} was never written"
             )
 
-    def logits(self, rows: Rows) -> np.ndarray:
-        """[n, S] float32 margin-free teacher logits s*cos, in every logits mode."""
+    def _float(self, name: str, rows: Rows, dtype: Any) -> np.ndarray:
+        return self.read([name], rows)[name].astype(dtype, copy=False)
+
+    def logits(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
+        """[n, S] margin-free teacher logits s*cos in every logits mode (float32; dtype=np.float16 skips
+        the conversion of dense logits, e.g. to convert on the GPU instead)."""
         mode = self.layout.logits_mode
         if mode == "dense":
-            return self.read([sc.LOGITS], rows)[sc.LOGITS].astype(np.float32)
+            return self._float(sc.LOGITS, rows, dtype)
         if mode == "uint8":
             d = self.read([sc.LOGITS, sc.LOGITS_SCALE, sc.LOGITS_OFFSET], rows)
-            return d[sc.LOGITS].astype(np.float32) * d[sc.LOGITS_SCALE][:, None] + d[sc.LOGITS_OFFSET][:, None]
+            out = d[sc.LOGITS].astype(np.float32) * d[sc.LOGITS_SCALE][:, None] + d[sc.LOGITS_OFFSET][:, None]
+            return out.astype(dtype, copy=False)
         scale = (self.settings.get("teacher") or {}).get("scale")
         if not isinstance(scale, (int, float)):
             raise KdcacheError(f"{self.url}: factorized logits need settings['teacher']['scale'], which is missing")
         emb = self.embeddings(rows)
-        return factorized_logits(emb, self.head, float(scale))
+        return factorized_logits(emb, self.head, float(scale)).astype(dtype, copy=False)
 
-    def embeddings(self, rows: Rows) -> np.ndarray:
-        """[n, D] float32 teacher embeddings (not normalised)."""
-        return self.read([sc.EMBEDDING], rows)[sc.EMBEDDING].astype(np.float32)
+    def embeddings(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
+        """[n, D] teacher embeddings (not normalised)."""
+        return self._float(sc.EMBEDDING, rows, dtype)
 
-    def saliency(self, rows: Rows) -> np.ndarray:
-        """[n, n_dur, frames, bins] float32 integrated-gradient maps."""
-        return self.read([sc.SALIENCY], rows)[sc.SALIENCY].astype(np.float32)
+    def saliency(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
+        """[n, n_dur, frames, bins] integrated-gradient maps."""
+        return self._float(sc.SALIENCY, rows, dtype)
 
-    def integrated_logits(self, rows: Rows) -> np.ndarray:
-        """[n, S] float32 teacher logits on the integrated inputs (IML-KD)."""
-        return self.read([sc.INTEGRATED_LOGITS], rows)[sc.INTEGRATED_LOGITS].astype(np.float32)
+    def integrated_logits(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
+        """[n, S] teacher logits on the integrated inputs (IML-KD)."""
+        return self._float(sc.INTEGRATED_LOGITS, rows, dtype)
 
-    def integrated_embeddings(self, rows: Rows) -> np.ndarray:
-        """[n, D] float32 teacher embeddings on the integrated inputs (IML-KD)."""
-        return self.read([sc.INTEGRATED_EMBEDDING], rows)[sc.INTEGRATED_EMBEDDING].astype(np.float32)
+    def integrated_embeddings(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
+        """[n, D] teacher embeddings on the integrated inputs (IML-KD)."""
+        return self._float(sc.INTEGRATED_EMBEDDING, rows, dtype)
 
     def recipes(self, rows: Rows) -> dict[str, Any]:
         """The replay recipe of each row: 'utterance_id' (list[str]) and int arrays 'utterance', 'start',

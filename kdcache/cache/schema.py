@@ -110,7 +110,7 @@ class CacheLayout:
         if self.saliency_shape is not None:
             shape = tuple(int(v) for v in self.saliency_shape)
             if len(shape) != 3 or min(shape) <= 0:
-                raise ValueError(f"CacheLayout.saliency_shape must be (n_dur, frames, bins), got {self.saliency_shape!r}")
+                raise ValueError(f"CacheLayout.saliency_shape must be (n_dur, frames, bins): {self.saliency_shape!r}")
             object.__setattr__(self, "saliency_shape", shape)
 
     @property

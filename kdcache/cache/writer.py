@@ -28,9 +28,10 @@ from .schema import CacheLayout
 
 # Settings that may change between a build and its resume.
 VOLATILE_KEYS = frozenset({"created", "complete", "initialized"})
-_RESERVED = frozenset({"format_version", "layout", "num_utterances", "has_head", "recipe_sha256"}) | VOLATILE_KEYS - {
-    "created"
-}
+# Keys the writer sets itself; callers' attrs may not use them (they may pass "created").
+_RESERVED = frozenset(
+    {"format_version", "layout", "num_utterances", "has_head", "head_sha256", "recipe_sha256", "complete", "initialized"}
+)
 
 
 def read_settings(path: str | Path) -> dict[str, Any] | None:
@@ -103,9 +104,8 @@ def quantize_uint8(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.clip(q, 0, 255).astype(np.uint8), scale, lo.astype(np.float32)
 
 
-def _strings(values: Sequence[str], what: str) -> np.ndarray:
-    values = [str(v) for v in values]
-    return np.array(values, dtype=object) if values else np.array([], dtype=object)
+def _strings(values: Sequence[str]) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=object)
 
 
 class CacheWriter:
@@ -179,6 +179,7 @@ class CacheWriter:
             "layout": layout.to_dict(),
             "num_utterances": U,
             "has_head": head is not None,
+            "head_sha256": None if head is None else hashlib.sha256(head.astype("<f4").tobytes()).hexdigest(),
             "recipe_sha256": _recipe_sha256(speakers, (utt_ids, utt_spk, utt_len), recipe),
             **attrs,
         }
@@ -206,9 +207,9 @@ class CacheWriter:
         for spec in sc.array_specs(layout, U, with_head=head is not None).values():
             group.create_array(name=spec.name, **spec.create_kwargs())
         writer = cls(path, group, settings)
-        writer._array(sc.SPEAKERS)[:] = _strings(speakers, "speakers")
-        writer._array(sc.UTT_ID)[:] = _strings(utt_ids, "utterance ids")
-        writer._array(sc.UTT_SPEAKER)[:] = _strings(utt_spk, "utterance speakers")
+        writer._array(sc.SPEAKERS)[:] = _strings(speakers)
+        writer._array(sc.UTT_ID)[:] = _strings(utt_ids)
+        writer._array(sc.UTT_SPEAKER)[:] = _strings(utt_spk)
         writer._array(sc.UTT_NUM_SAMPLES)[:] = utt_len
         if head is not None:
             writer._array(sc.HEAD)[:] = head
@@ -223,7 +224,9 @@ class CacheWriter:
         missing = set(sc.RECIPE_ARRAYS) - set(rows)
         extra = set(rows) - set(sc.RECIPE_ARRAYS)
         if missing or extra:
-            raise ValueError(f"rows needs exactly {sorted(sc.RECIPE_ARRAYS)}; missing {sorted(missing)}, extra {sorted(extra)}")
+            raise ValueError(
+                f"rows needs exactly {sorted(sc.RECIPE_ARRAYS)}; missing {sorted(missing)}, extra {sorted(extra)}"
+            )
         out = {}
         for key, (_, dtype) in sc.RECIPE_ARRAYS.items():
             a = np.asarray(rows[key])

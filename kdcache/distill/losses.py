@@ -119,6 +119,28 @@ def _check_weight(name: str, value: object, allow_zero: bool) -> float:
     return v
 
 
+def _lse_parts(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``logsumexp(z, dim=1) = top + rel``, both ``[B, 1]``, with ``rel`` exact to rounding.
+
+    ``top`` is the (detached) row maximum and ``rel = log1p(sum of exp(z - top) over the other
+    entries)``. ``F.log_softmax`` and ``torch.logsumexp`` round ``top + log(1 + tail)`` as one number,
+    an absolute error of about ``eps * |top|``; for a confident row (``log p_target`` about -1e-2)
+    that is a relative error near 1e-4, and KL values of order 1e-4 lose three digits.
+    ``z`` may hold ``-inf`` (masked entries) if every row has a finite one.
+    """
+    top, idx = z.detach().max(dim=1, keepdim=True)
+    zc = z - top
+    tail = torch.exp(zc).scatter(1, idx, 0.0).sum(dim=1, keepdim=True)
+    # expm1(0) adds 0 to the value but restores d/dz_top, which the scatter removed
+    return top, torch.log1p(tail + torch.expm1(zc.gather(1, idx)))
+
+
+def _log_softmax(z: Tensor) -> Tensor:
+    """``log_softmax(z, dim=1)``, exact to rounding (see :func:`_lse_parts`)."""
+    top, rel = _lse_parts(z)
+    return (z - top) - rel
+
+
 def _row_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     """``[B]``: KL(p || q) per row from log-probabilities; 0 where p underflows to 0."""
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
@@ -136,7 +158,7 @@ def ce_loss(logits: Tensor, target: Tensor) -> Tensor:
     t = _check_target(target, z.shape[0], z.shape[1])
     with _full_precision(z):
         (z,) = _upcast(z)
-        return F.cross_entropy(z, t)
+        return -_log_softmax(z).gather(1, t.unsqueeze(1)).mean()
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -176,12 +198,12 @@ def _decouple(z: Tensor, gt: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     log-softmax over the non-target classes, 0 on the target column (so it contributes 0).
     Working in log space keeps both finite when the non-target mass underflows (AAM logits).
     """
-    lse_other = torch.logsumexp(z.masked_fill(gt, float("-inf")), dim=1, keepdim=True)
-    # log-odds of "other" against the target; logsigmoid keeps log(1 - 1e-20) = -1e-20
-    # where log(p_target) would round to 0
-    r = lse_other - z.gather(1, target.unsqueeze(1))
+    top, rel = _lse_parts(z.masked_fill(gt, float("-inf")))  # logsumexp over the others
+    # r = log(mass of the others / target probability); logsigmoid keeps
+    # log(1 - 1e-20) = -1e-20 where log(p_target) would round to 0
+    r = (top - z.gather(1, target.unsqueeze(1))) + rel
     log_b = torch.cat([F.logsigmoid(-r), F.logsigmoid(r)], dim=1)
-    log_n = (z - lse_other).masked_fill(gt, 0.0)
+    log_n = ((z - top) - rel).masked_fill(gt, 0.0)
     return log_b, log_n
 
 
@@ -272,20 +294,26 @@ def instance_level_loss(
         s, t = _upcast(s, t)
         if m is not None:
             m = m.to(s.dtype)
-        return _instance(F.log_softmax(s / temp, dim=1), F.log_softmax(t / temp, dim=1), temp, m)
+        return _instance(_log_softmax(s / temp), _log_softmax(t / temp), temp, m)
 
 
-def _half_sum_and_diff(p_s: Tensor, p_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``S = (P_t + P_s)/2``, ``D = P_t - P_s`` and ``M = D S^T [B, B]``.
+def _half_sum_and_diff(log_p_s: Tensor, log_p_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """From log-probabilities ``[B, C]``: ``S = (P_t + P_s)/2``, ``D = P_t - P_s``, ``M = D S^T [B, B]``.
 
     With ``P_t = S + D/2`` and ``P_s = S - D/2``:
     ``P_t P_t^T - P_s P_s^T = M + M^T`` and ``P_t^T P_t - P_s^T P_s = S^T D + D^T S``.
     Both differences are then formed from ``D`` directly, never as the difference of two large
-    Gram matrices, so float32 keeps full relative accuracy when student and teacher agree closely
-    (the plain ``||A A^T||^2 - 2||A B^T||^2 + ||B B^T||^2`` loses every digit there, even in float64).
+    Gram matrices, so they keep full relative accuracy when student and teacher agree closely (the
+    plain ``||A A^T||^2 - 2||A B^T||^2 + ||B B^T||^2`` loses every digit there, even in float64).
+    Where ``P_t`` and ``P_s`` are within a factor 1.65, ``D = P_s * expm1(log P_t - log P_s)``, exact
+    to rounding even for two probabilities near 1 (a confident student close to its teacher).
     """
-    s_half = (p_t + p_s) * 0.5
-    d = p_t - p_s
+    p_s, p_t = log_p_s.exp(), log_p_t.exp()
+    ratio = log_p_t - log_p_s
+    # the clamp keeps the unused branch finite, so its gradient is 0 and never NaN
+    near = p_s * torch.expm1(ratio.clamp(-0.5, 0.5))
+    d = torch.where(ratio.abs() <= 0.5, near, p_t - p_s)
+    s_half = p_s + 0.5 * d
     return s_half, d, d @ s_half.T
 
 
@@ -307,7 +335,7 @@ def class_level_loss(student_logits: Tensor, teacher_logits: Tensor, temperature
     temp = _check_temperature(temperature)
     with _full_precision(s):
         s, t = _upcast(s, t)
-        s_half, d, m = _half_sum_and_diff(F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1))
+        s_half, d, m = _half_sum_and_diff(_log_softmax(s / temp), _log_softmax(t / temp))
         return _class_term(s_half, d, m, s.shape[1])
 
 
@@ -317,7 +345,7 @@ def batch_level_loss(student_logits: Tensor, teacher_logits: Tensor, temperature
     temp = _check_temperature(temperature)
     with _full_precision(s):
         s, t = _upcast(s, t)
-        _, _, m = _half_sum_and_diff(F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1))
+        _, _, m = _half_sum_and_diff(_log_softmax(s / temp), _log_softmax(t / temp))
         return _batch_term(m, s.shape[0])
 
 
@@ -346,10 +374,10 @@ def multi_level_loss(
             m_rows = m_rows.to(s.dtype)
         instance = class_ = batch_ = s.new_zeros(())
         for temp in temps:
-            log_p_s = F.log_softmax(s / temp, dim=1)
-            log_p_t = F.log_softmax(t / temp, dim=1)
+            log_p_s = _log_softmax(s / temp)
+            log_p_t = _log_softmax(t / temp)
             instance = instance + _instance(log_p_s, log_p_t, temp, m_rows)
-            s_half, d, m = _half_sum_and_diff(log_p_s.exp(), log_p_t.exp())
+            s_half, d, m = _half_sum_and_diff(log_p_s, log_p_t)
             class_ = class_ + _class_term(s_half, d, m, classes)
             batch_ = batch_ + _batch_term(m, batch)
         return {"instance": instance, "class_": class_, "batch": batch_}

@@ -220,7 +220,7 @@ def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
     plan = CropPlan(cfg.crop_seconds, cfg.crops_per_utt, cfg.seed)
     crop_samples = features.crop_num_samples(cfg.crop_seconds)
     frames = features.frames_for_seconds(cfg.crop_seconds)
-    rows = plan_rows(corpus.num_samples(), plan, crop_samples)
+    rows = plan_rows(corpus.num_samples, plan, crop_samples)
     duration_frames = [min(features.frames_for_seconds(d), frames) for d in cfg.ig_durations]
     augmenter = Augmenter(cfg.augment) if cfg.augment is not None else None
 
@@ -269,7 +269,7 @@ def _open_writer(cfg, ctx: DistContext, layout, corpus: Corpus, recipe_arrays, h
             speakers=list(attrs_speakers(cfg)),
             utterance_ids=[u.id for u in corpus.utterances],
             utterance_speakers=[u.speaker for u in corpus.utterances],
-            utterance_num_samples=corpus.num_samples(),
+            utterance_num_samples=corpus.num_samples,
             rows=recipe_arrays, head=head, attrs=attrs, overwrite=cfg.overwrite,
         )
 

@@ -229,7 +229,11 @@ def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: d
     elif cfg.loss == "imlkd":
         i_logits = out["integrated_logits"].float()
         levels = L.multi_level_loss(i_logits, batch["integrated_logits"], cfg.temperatures)
-        dist = L.embedding_distance(out["integrated_projected"], batch["integrated_embedding"])
+        # Distance between unit-length embeddings: speaker embeddings are compared by cosine, and raw
+        # norms (teacher and student differ by orders of magnitude) made the squared distance explode.
+        dist = L.embedding_distance(
+            F.normalize(out["integrated_projected"].float(), dim=1), F.normalize(batch["integrated_embedding"], dim=1)
+        )
         terms["instance"] = cfg.eta * (levels["instance"] + cfg.embedding_weight * dist)
         terms["class"] = cfg.eta * levels["class_"]
         terms["batch"] = cfg.eta * levels["batch"]

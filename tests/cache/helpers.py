@@ -67,7 +67,9 @@ def all_arrays(layout: CacheLayout, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def build(path: Path, layout: CacheLayout, seed: int = 0, shards: list[int] | None = None, finalize: bool = True) -> CacheWriter:
+def build(
+    path: Path, layout: CacheLayout, seed: int = 0, shards: list[int] | None = None, finalize: bool = True
+) -> CacheWriter:
     writer = CacheWriter.create(path, layout, **make_inputs(layout, seed))
     for s in range(layout.num_shards) if shards is None else shards:
         writer.write_shard(s, shard_arrays(layout, s, seed))
@@ -76,8 +78,8 @@ def build(path: Path, layout: CacheLayout, seed: int = 0, shards: list[int] | No
     return writer
 
 
-if __name__ == "__main__":  # python -m tests.cache.helpers PATH RANK WORLD MODE: write this rank's shards
-    path, rank, world, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if __name__ == "__main__":  # python -m tests.cache.helpers PATH RANK WORLD: write this rank's shards
+    path, rank, world = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     w = CacheWriter.open_for_resume(path)
     for s in w.pending_shards(rank, world):
         w.write_shard(s, shard_arrays(w.layout, s))
