@@ -47,7 +47,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @device_option()
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache built with other settings.")
 @click.option("--allow-unknown-speakers", is_flag=True, help="Cache speakers the teacher does not know, with label -1.")
-@click.option("--skip-bad-audio", is_flag=True, help="Record unreadable audio rows (input_crc 0) instead of stopping.")
+@click.option("--skip-bad-audio", is_flag=True, help="Record rows whose audio is unreadable (rows/bad = 1; students skip them) instead of stopping.")
 def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, seed, logits_mode, saliency, ig_steps, ig_durations,
                             ig_internal_batch_size, integrated_input, shard_rows, chunk_rows, batch_size, augment_noise,
                             augment_reverb, augment_prob, num_workers, device, overwrite, allow_unknown_speakers,

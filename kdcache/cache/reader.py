@@ -368,7 +368,7 @@ class TeacherCache:
 
     def embeddings(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, D] teacher embeddings (not normalised)."""
-        return self._float(sc.EMBEDDING, rows, dtype)
+        return self._embedding(sc.EMBEDDING, rows, dtype)
 
     def saliency(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, n_dur, frames, bins] integrated-gradient maps."""
@@ -380,12 +380,18 @@ class TeacherCache:
 
     def integrated_embeddings(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, D] teacher embeddings on the integrated inputs (IML-KD)."""
-        return self._float(sc.INTEGRATED_EMBEDDING, rows, dtype)
+        return self._embedding(sc.INTEGRATED_EMBEDDING, rows, dtype)
+
+    def _embedding(self, name: str, rows: Rows, dtype: Any) -> np.ndarray:
+        """Stored unit vector (float16) times stored norm (float32)."""
+        d = self.read([name, name + "_norm"], rows)
+        return (d[name].astype(np.float32) * d[name + "_norm"][:, None]).astype(dtype, copy=False)
 
     def recipes(self, rows: Rows) -> dict[str, Any]:
         """The replay recipe of each row: 'utterance_id' (list[str]) and int arrays 'utterance', 'start',
-        'num_samples' (samples), 'label', 'aug_seed' (int64), 'input_crc' (uint32)."""
-        names = [name for name, _ in sc.RECIPE_ARRAYS.values()] + [sc.ROW_INPUT_CRC]
+        'num_samples' (samples), 'label', 'aug_seed' (int64), 'input_crc' (uint32), 'bad' (uint8, 1 = audio
+        unreadable at build time)."""
+        names = [name for name, _ in sc.RECIPE_ARRAYS.values()] + [sc.ROW_INPUT_CRC, sc.ROW_BAD]
         d = self.read(names, rows)
         out: dict[str, Any] = {name.split("/", 1)[1]: d[name] for name in names}
         ids = self.utterances()[0]

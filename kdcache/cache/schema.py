@@ -37,15 +37,18 @@ ROW_NUM_SAMPLES = "rows/num_samples"
 ROW_LABEL = "rows/label"
 ROW_AUG_SEED = "rows/aug_seed"
 ROW_INPUT_CRC = "rows/input_crc"
+ROW_BAD = "rows/bad"  # 1 where the audio could not be read at build time (--skip-bad-audio)
 
 LOGITS = "teacher/logits"
 LOGITS_SCALE = "teacher/logits_scale"
 LOGITS_OFFSET = "teacher/logits_offset"
 EMBEDDING = "teacher/embedding"
+EMBEDDING_NORM = "teacher/embedding_norm"
 HEAD = "teacher/head"
 SALIENCY = "teacher/saliency"
 INTEGRATED_LOGITS = "teacher/integrated_logits"
 INTEGRATED_EMBEDDING = "teacher/integrated_embedding"
+INTEGRATED_EMBEDDING_NORM = "teacher/integrated_embedding_norm"
 DONE = "progress/done"
 
 # The recipe arrays the writer receives at creation (key -> array name, dtype).
@@ -62,6 +65,7 @@ SHARD_INPUTS: dict[str, str] = {
     "logits": LOGITS,
     "embedding": EMBEDDING,
     "input_crc": ROW_INPUT_CRC,
+    "bad": ROW_BAD,
     "saliency": SALIENCY,
     "integrated_logits": INTEGRATED_LOGITS,
     "integrated_embedding": INTEGRATED_EMBEDDING,
@@ -196,18 +200,23 @@ def row_array_specs(layout: CacheLayout) -> dict[str, ArraySpec]:
     S, D, nan = layout.num_classes, layout.embed_dim, float("nan")
     specs = [_row_spec(layout, name, (), dtype, 0) for name, dtype in RECIPE_ARRAYS.values()]
     specs.append(_row_spec(layout, ROW_INPUT_CRC, (), "uint32", 0))
+    specs.append(_row_spec(layout, ROW_BAD, (), "uint8", 0))
     if layout.logits_mode == "dense":
         specs.append(_row_spec(layout, LOGITS, (S,), "float16", nan))
     elif layout.logits_mode == "uint8":
         specs.append(_row_spec(layout, LOGITS, (S,), "uint8", 0))
         specs.append(_row_spec(layout, LOGITS_SCALE, (), "float32", nan))
         specs.append(_row_spec(layout, LOGITS_OFFSET, (), "float32", nan))
+    # Embeddings are stored as float16 unit vectors plus a float32 norm: raw ResNet embeddings reach
+    # norms of 1e5 (WeSpeaker's ResNet293 fixture) and would overflow float16 (max 65504).
     specs.append(_row_spec(layout, EMBEDDING, (D,), "float16", nan))
+    specs.append(_row_spec(layout, EMBEDDING_NORM, (), "float32", nan))
     if layout.saliency_shape is not None:
         specs.append(_row_spec(layout, SALIENCY, layout.saliency_shape, "float16", nan))
     if layout.integrated:
         specs.append(_row_spec(layout, INTEGRATED_LOGITS, (S,), "float16", nan))
         specs.append(_row_spec(layout, INTEGRATED_EMBEDDING, (D,), "float16", nan))
+        specs.append(_row_spec(layout, INTEGRATED_EMBEDDING_NORM, (), "float32", nan))
     return {spec.name: spec for spec in specs}
 
 

@@ -237,8 +237,8 @@ class CacheWriter:
             out[key] = a.astype(dtype)
         if out["utterance"].min() < 0 or out["utterance"].max() >= U:
             raise ValueError(f"rows['utterance'] must index [0, {U})")
-        if out["label"].min() < 0 or out["label"].max() >= S:
-            raise ValueError(f"rows['label'] must index the {S} speakers")
+        if out["label"].min() < -1 or out["label"].max() >= S:
+            raise ValueError(f"rows['label'] must index the {S} speakers (or be -1: unknown to the teacher)")
         if out["start"].min() < 0 or out["num_samples"].min() <= 0:
             raise ValueError("rows['start'] must be >= 0 and rows['num_samples'] > 0")
         return out
@@ -300,6 +300,7 @@ class CacheWriter:
             raise ValueError(f"write_shard: unknown arrays {sorted(unknown)}; expected {sorted(sc.SHARD_INPUTS)}")
         specs = sc.row_array_specs(lay)
         expected = {k for k, name in sc.SHARD_INPUTS.items() if name in specs}
+        given.setdefault("bad", np.zeros(n, dtype=np.uint8))
         missing = expected - set(given)
         if missing:
             raise ValueError(f"write_shard({s}): missing arrays {sorted(missing)}")
@@ -319,11 +320,18 @@ class CacheWriter:
             if key == "input_crc":
                 out[name] = value.astype(np.uint32)
                 continue
+            if key == "bad":
+                out[name] = value.astype(np.uint8)
+                continue
             if not np.all(np.isfinite(value)):
                 raise KdcacheError(f"{self.path}: teacher {key} for shard {s} has non-finite values")
             if key == "logits" and lay.logits_mode == "uint8":
                 out[sc.LOGITS], out[sc.LOGITS_SCALE], out[sc.LOGITS_OFFSET] = quantize_uint8(value)
                 continue
+            if key in ("embedding", "integrated_embedding"):
+                norm = np.linalg.norm(value.astype(np.float64), axis=1)
+                out[name + "_norm"] = norm.astype(np.float32)
+                value = value / np.maximum(norm, 1e-30)[:, None]
             half = value.astype(np.float16)
             if not np.all(np.isfinite(half)):
                 raise KdcacheError(f"{self.path}: teacher {key} for shard {s} overflows float16")

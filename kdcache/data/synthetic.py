@@ -29,6 +29,7 @@ utterance, so the same arguments give the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import string
 from collections.abc import Callable, Sequence
@@ -133,6 +134,9 @@ class Session:
     snr: float  # dB
     f0_shift: float  # octaves
     tilt_shift: float  # dB/octave (vocal effort)
+    formant_shift: np.ndarray  # [3] log factors (articulation)
+    breath_shift: float  # log factor
+    rate_shift: float  # log factor
 
 
 def make_session(seed: int, speaker: int, session: int, variability: float,
@@ -147,13 +151,28 @@ def make_session(seed: int, speaker: int, session: int, variability: float,
                      4.0 * v * r.standard_normal(k)], axis=1),
         noise_slope=float(r.uniform(-6.0, 0.0)),
         snr=float(r.uniform(*snr_db)),
-        f0_shift=float(0.05 * v * r.standard_normal()),
+        f0_shift=float(0.06 * v * r.standard_normal()),
         tilt_shift=float(1.5 * v * r.standard_normal()),
+        formant_shift=0.025 * v * r.standard_normal(3),
+        breath_shift=float(0.3 * v * r.standard_normal()),
+        rate_shift=float(0.08 * v * r.standard_normal()),
     )
 
 
-def _utterance_tracks(r: np.random.Generator, voice: Voice, n_frames: int,
-                      f0_shift: float) -> dict[str, np.ndarray]:
+def _shifted_voice(voice: Voice, sess: Session, r: np.random.Generator, v: float) -> Voice:
+    """The voice in one utterance: session shifts plus a little per-utterance variation."""
+    return dataclasses.replace(
+        voice,
+        f0=voice.f0 * 2.0 ** (sess.f0_shift + 0.02 * v * r.standard_normal()),
+        tilt=voice.tilt + sess.tilt_shift,
+        formant_scale=voice.formant_scale * np.exp(sess.formant_shift
+                                                   + 0.01 * v * r.standard_normal(3)),
+        breath=voice.breath * np.exp(sess.breath_shift),
+        rate=voice.rate * np.exp(sess.rate_shift),
+    )
+
+
+def _utterance_tracks(r: np.random.Generator, voice: Voice, n_frames: int) -> dict[str, np.ndarray]:
     """Frame-level controls ([n_frames] each; ``formants`` [3, n_frames])."""
     seconds = n_frames / FRAME_RATE
     m = int(seconds * voice.rate * 1.6) + 4
@@ -198,7 +217,7 @@ def _utterance_tracks(r: np.random.Generator, voice: Voice, n_frames: int,
     accent_f = np.convolve(np.pad(np.where(k == 2, accent[s], 0.0), 5, mode="edge"),
                            np.hanning(11) / np.hanning(11).sum(), "valid")
     octave = (voice.f0_range * (drift + 0.6 * accent_f - 1.2 * t / max(seconds, 1.0))
-              + f0_shift + voice.jitter * r.standard_normal(n_frames) / np.log(2))
+              + voice.jitter * r.standard_normal(n_frames) / np.log(2))
     f0 = voice.f0 * 2.0 ** octave
     return dict(voiced=voiced, fric=fric, formants=formants, f0=f0,
                 fric_centre=CONSONANTS[cons[s], 0] * voice.fric_scale,
@@ -271,13 +290,14 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
     # spectral shapes add): uniform real / imaginary parts, E|w|^2 = 1; near Gaussian after overlap-add.
     white = torch.zeros((u, n_bins, n_frames), dtype=torch.complex64)
     active = np.zeros(u)
-    snr, level = np.zeros(u), np.zeros(u)
+    snr, level, breath, pulse_power = np.zeros(u), np.zeros(u), np.zeros(u), np.zeros(u)
+    win_power = float(_WINDOW.square().sum())
     for i, (s, n, key) in enumerate(zip(sessions, lengths, keys)):
         r = _rng(seed, _TAG_UTT, index, key)
         ss = sess[s]
         nf = n // HOP + 1
-        tr = _utterance_tracks(r, voice, nf, ss.f0_shift + 0.02 * session_variability
-                               * r.standard_normal())
+        uv = _shifted_voice(voice, ss, r, session_variability)
+        tr = _utterance_tracks(r, uv, nf)
         src[i, :n] = _pulses(tr["f0"], n)
         formants[i, :, :nf] = tr["formants"]
         formants[i, :, nf:] = tr["formants"][:, -1:]
@@ -285,7 +305,8 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
         ctrl[i, 1, :nf] = tr["fric"] * tr["fric_gain"]
         ctrl[i, 2, :nf], ctrl[i, 3, :nf] = np.log2(tr["fric_centre"]), 1.0 / tr["fric_width"]
         ctrl[i, 2:, nf:] = ctrl[i, 2:, nf - 1:nf]
-        tilt = voice.tilt + ss.tilt_shift + 6.0  # + radiation
+        tilt = uv.tilt + 6.0  # + radiation
+        breath[i], pulse_power[i] = uv.breath, win_power * uv.f0 / SR
         chan = _channel(ss, r, session_variability)
         static[i] = timbre * (np.maximum(_FREQS, 100.0) / 100.0) ** (tilt / 6.02) * chan
         bg[i] = chan * (np.maximum(_FREQS, 100.0) / 1000.0) ** (ss.noise_slope / 6.02)
@@ -298,7 +319,6 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
 
     # Expected powers (E|w|^2 = 1 for the noise, E|STFT(pulses)|^2 = sum(win^2) f0 / SR), reduced
     # in numpy on every other frame: cheap, and independent of torch's thread count.
-    pulse_power = float(_WINDOW.square().sum()) * voice.f0 / SR
     f = torch.from_numpy(_FREQS.astype(np.float32)).view(1, -1, 1)
     stat = torch.from_numpy(static)[:, :, None]
     c = torch.from_numpy(ctrl)
@@ -311,13 +331,13 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
     fric *= c[:, 3:4]
     fric.square_().mul_(-0.5).exp_()
     fric *= c[:, 1:2] * stat
-    p_voiced = _mean_square(env) * pulse_power * (1 + 6.0 * voice.breath**2)
+    p_voiced = _mean_square(env) * pulse_power * (1 + 6.0 * breath**2)
     gain = np.sqrt(p_voiced / np.maximum(_mean_square(fric), 1e-20) * 10 ** (voice.fric_db / 10))
     p_speech = p_voiced * (1 + 10 ** (voice.fric_db / 10))
     p_noise = np.mean(bg.astype(np.float64) ** 2, axis=1) * active
     scale = np.sqrt(p_speech / np.maximum(p_noise, 1e-20) / 10 ** (snr / 10))
     noise_amp = fric.mul_(torch.from_numpy(gain.astype(np.float32))[:, None, None])
-    noise_amp.add_(env, alpha=voice.breath * (6.0 * pulse_power) ** 0.5)
+    noise_amp += env * _col(breath * (6.0 * pulse_power) ** 0.5)
     noise_amp += torch.from_numpy((bg * scale[:, None]).astype(np.float32))[:, :, None]
     spec = torch.stft(torch.from_numpy(src), N_FFT, HOP, window=_WINDOW, return_complex=True)
     spec *= env
@@ -329,6 +349,11 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
         x *= level[i] / max(np.max(np.abs(x)), 1e-9)
         out.append(np.round(x * 32767).astype(np.int16))
     return out
+
+
+def _col(x: np.ndarray) -> torch.Tensor:
+    """[U] numpy -> [U, 1, 1] float32 tensor, to scale [U, B, F] grids."""
+    return torch.from_numpy(np.asarray(x, dtype=np.float32))[:, None, None]
 
 
 def _istft(spec: torch.Tensor, n: int) -> torch.Tensor:

@@ -214,10 +214,12 @@ def dkd_terms(
 
     TCKD = KL([p_t, 1 - p_t]_teacher || [p_t, 1 - p_t]_student) with ``p_t`` the target
     probability of ``softmax(z/T)``; NCKD = KL between the softmaxes over the non-target classes.
-    Equal to mdistiller's ``dkd_loss`` terms wherever those are finite (mdistiller takes ``torch.log``
-    of summed probabilities and masks the target with ``-1000``; here both are exact in log space, so
-    the terms stay finite when the non-target mass underflows, e.g. AAM logits or a one-hot teacher).
-    With ``C = 2`` the non-target distributions have one element each and NCKD is exactly 0.
+    Equal to mdistiller's ``dkd_loss`` terms wherever those are finite, and more accurate: mdistiller
+    takes ``torch.log`` of summed probabilities (``-inf`` once the student's non-target mass underflows,
+    and ``p_target`` rounds to 1 below a mass of ~1e-7 in float32) and masks the target by subtracting
+    1000, which leaks when a target logit exceeds the others by more than about ``1000 * T``. Here both
+    parts are exact in log space. With ``C = 2`` the non-target distributions have one element each and
+    NCKD is exactly 0 (mdistiller issue #60 calls it undefined).
     """
     s, t = _check_pair(student_logits, teacher_logits)
     batch, classes = s.shape

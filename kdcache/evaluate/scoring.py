@@ -148,7 +148,7 @@ def as_norm(
         return normalize_scores(scores.to(stats_e[0].device), stats_e, stats_t)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EmbeddingTable:
     """Utterance embeddings: ``ids[i]`` names row ``i`` of ``emb [U, D]``."""
 

@@ -324,9 +324,10 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
                 )
             outputs = runner(feats, labels_all[rows])
             outputs["rows/input_crc"] = crcs
+            outputs["rows/bad"] = torch.zeros(len(rows), dtype=torch.uint8)
             for k in failed:
                 bad.append(int(rows[k]))
-                outputs["rows/input_crc"][k] = -1
+                outputs["rows/bad"][k] = 1
             for name, value in outputs.items():
                 buffers.setdefault(name, []).append(value.detach().cpu())
             filled += len(rows)

@@ -156,7 +156,12 @@ class CacheBatches(Dataset):
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         rows = np.asarray(rows, dtype=np.int64)
-        recipe = self.cache.read([sc.ROW_UTTERANCE, sc.ROW_START, sc.ROW_NUM_SAMPLES, sc.ROW_AUG_SEED, sc.ROW_LABEL], rows)
+        names = [sc.ROW_UTTERANCE, sc.ROW_START, sc.ROW_NUM_SAMPLES, sc.ROW_AUG_SEED, sc.ROW_LABEL, sc.ROW_BAD]
+        recipe = self.cache.read(names, rows)
+        good = recipe[sc.ROW_BAD] == 0
+        if not good.all():  # rows whose audio was unreadable at build time (--skip-bad-audio)
+            rows = rows[good]
+            recipe = {name: value[good] for name, value in recipe.items()}
         feats = torch.stack([
             compute_fbank(
                 replay_waveform(self.corpus, int(recipe[sc.ROW_UTTERANCE][k]), int(recipe[sc.ROW_START][k]),

@@ -1,0 +1,272 @@
+"""Phase 1: the cache equals a re-run of the teacher, resumes, shards across ranks, refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from kdcache.cache.reader import TeacherCache
+from kdcache.cache.verify import verify_cache
+from kdcache.data.corpus import load_corpus
+from kdcache.errors import KdcacheError
+from kdcache.models.checkpoint import load_model_dir
+from kdcache.teacher.build import BuildConfig, build_teacher_cache
+from kdcache.teacher.recompute import recompute_rows
+from kdcache.teacher.saliency import TargetLogit, integrated_gradients, segment_bounds
+
+ROW_ARRAYS = ["rows/utterance", "rows/start", "rows/num_samples", "rows/label", "rows/aug_seed", "rows/input_crc",
+              "teacher/logits", "teacher/embedding"]
+
+
+def build(corpus: Path, teacher: Path, out: Path, **overrides) -> None:
+    cfg = dict(data=str(corpus / "train"), teacher=str(teacher), out=str(out), crops_per_utt=2, crop_seconds=1.0,
+               shard_rows=16, chunk_rows=8, batch_size=8, num_workers=0, device="cpu", show_progress=False)
+    cfg.update(overrides)
+    build_teacher_cache(BuildConfig(**cfg))
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=env, **kwargs)
+
+
+def build_args(corpus: Path, teacher: Path, out: Path) -> list[str]:
+    return ["build-teacher-cache", "--data", str(corpus / "train"), "--teacher", str(teacher), "--out", str(out),
+            "--crops-per-utt", "2", "--crop-seconds", "1.0", "--shard-rows", "8", "--chunk-rows", "8",
+            "--batch-size", "8", "--num-workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def dense_cache(tiny_corpus, tiny_teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("caches") / "dense.zarr"
+    build(tiny_corpus, tiny_teacher, out)
+    return out
+
+
+def test_cache_equals_a_fresh_teacher_forward_on_replayed_crops(dense_cache, tiny_corpus, tiny_teacher):
+    cache = TeacherCache.open(dense_cache)
+    report = recompute_rows(cache, load_corpus(tiny_corpus / "train"), str(tiny_teacher), sample=len(cache))
+    assert report.rows_checked == len(cache) == 64
+    assert report.crc_mismatches == []
+    # float16 storage of logits of magnitude <= 32 (s): half-ulp 0.016
+    assert report.max_logit_diff < 0.02
+    assert report.max_embedding_rel_diff < 1e-3
+    assert report.ok()
+
+
+def test_cache_opens_with_plain_zarr_and_documented_names(dense_cache):
+    group = zarr.open_group(str(dense_cache), mode="r")
+    for name in ROW_ARRAYS + ["speakers", "utterances/id", "utterances/speaker", "utterances/num_samples",
+                              "teacher/head", "progress/done"]:
+        assert name in group, name
+    attrs = group.attrs["kdcache"]
+    for key in ("format_version", "tool_version", "teacher", "features", "crop_plan", "corpus", "created"):
+        assert key in attrs, key
+    assert attrs["teacher"]["weights_sha256"]
+    assert group["teacher/logits"].dtype == np.float16
+    assert group["teacher/logits"].shape == (64, 8)
+
+
+def test_labels_are_the_teachers_label_space(dense_cache, tiny_teacher, tiny_corpus):
+    cache = TeacherCache.open(dense_cache)
+    _, config = load_model_dir(tiny_teacher)
+    assert cache.speakers == config.speakers
+    corpus = load_corpus(tiny_corpus / "train")
+    rec = cache.recipes(slice(None))
+    expected = [config.speakers.index(corpus.by_id(u).speaker) for u in rec["utterance_id"]]
+    assert rec["label"].tolist() == expected
+
+
+@pytest.mark.parametrize("mode, tol", [("uint8", 0.2), ("factorized", 0.05)])
+def test_logits_modes_agree_within_their_precision(dense_cache, tiny_corpus, tiny_teacher, tmp_path, mode, tol):
+    out = tmp_path / f"{mode}.zarr"
+    build(tiny_corpus, tiny_teacher, out, logits=mode)
+    dense = TeacherCache.open(dense_cache).logits(slice(None))
+    other = TeacherCache.open(out).logits(slice(None))
+    assert other.dtype == np.float32 and other.shape == dense.shape
+    assert np.abs(other - dense).max() < tol
+
+
+def test_rerun_skips_finished_shards_and_other_settings_are_refused(dense_cache, tiny_corpus, tiny_teacher, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(dense_cache, copy)
+    before = {name: zarr.open_group(str(copy), mode="r")[name][:] for name in ROW_ARRAYS}
+    build(tiny_corpus, tiny_teacher, copy)  # same settings: nothing to do
+    after = zarr.open_group(str(copy), mode="r")
+    for name in ROW_ARRAYS:
+        np.testing.assert_array_equal(after[name][:], before[name])
+    with pytest.raises(KdcacheError, match="crops_per_utt|per_utt"):
+        build(tiny_corpus, tiny_teacher, copy, crops_per_utt=3)
+    build(tiny_corpus, tiny_teacher, copy, crops_per_utt=3, overwrite=True)
+    assert len(TeacherCache.open(copy)) == 96
+
+
+def test_kill_9_at_random_points_then_resume_gives_identical_arrays(dense_cache, tiny_corpus, tiny_teacher, tmp_path):
+    reference = zarr.open_group(str(dense_cache), mode="r")
+    out = tmp_path / "killed.zarr"
+    args = build_args(tiny_corpus, tiny_teacher, out)
+    rng = np.random.default_rng(7)
+    kills = 0
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        time.sleep(float(rng.uniform(2.0, 6.0)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert kills >= 1
+    resumed = zarr.open_group(str(out), mode="r")
+    # shard_rows differ (8 vs 16) from the reference build, values must not
+    for name in ROW_ARRAYS:
+        np.testing.assert_array_equal(resumed[name][:], reference[name][:], err_msg=name)
+    assert verify_cache(str(out)).ok
+
+
+def test_two_ranks_under_torchrun_equal_one_process(dense_cache, tiny_corpus, tiny_teacher, tmp_path):
+    out = tmp_path / "ddp.zarr"
+    args = build_args(tiny_corpus, tiny_teacher, out)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+         "-m", "cli.main", *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    reference = zarr.open_group(str(dense_cache), mode="r")
+    ddp = zarr.open_group(str(out), mode="r")
+    for name in ROW_ARRAYS:
+        np.testing.assert_array_equal(ddp[name][:], reference[name][:], err_msg=name)
+
+
+def test_flipped_byte_is_caught_by_verify_naming_the_shard(dense_cache, tmp_path):
+    copy = tmp_path / "flip.zarr"
+    shutil.copytree(dense_cache, copy)
+    shard_file = copy / "teacher" / "logits" / "c" / "1" / "0"
+    data = bytearray(shard_file.read_bytes())
+    data[20] ^= 0xFF
+    shard_file.write_bytes(bytes(data))
+    result = cli("cache", "verify", str(copy))
+    assert result.returncode == 1
+    assert "shard 1" in result.stderr
+
+
+def test_saliency_maps_integrated_outputs_and_completeness(tiny_corpus, tiny_teacher, tmp_path):
+    out = tmp_path / "sal.zarr"
+    build(tiny_corpus, tiny_teacher, out, saliency=True, ig_steps=4, ig_durations=(1.0, 0.5), crops_per_utt=1,
+          shard_rows=32)
+    cache = TeacherCache.open(out)
+    sal = cache.saliency(slice(0, 8))
+    assert sal.shape == (8, 2, 100, 80) and sal.dtype == np.float16
+    assert np.abs(sal).sum() > 0
+    assert cache.integrated_logits(slice(0, 8)).shape == (8, 8)
+    assert cache.integrated_embeddings(slice(0, 8)).shape == (8, 32)
+    assert cache.settings["saliency"]["steps"] == 4
+
+
+def test_integrated_gradients_satisfy_completeness(tiny_teacher):
+    """sum(IG) -> F(x) - F(baseline) as the number of steps grows (right Riemann sum)."""
+    model, _ = load_model_dir(tiny_teacher)
+    forward = TargetLogit(model)
+    torch.manual_seed(0)
+    feats = torch.randn(2, 100, 80)
+    targets = torch.tensor([1, 5])
+    with torch.no_grad():
+        gap = forward(feats)[torch.arange(2), targets] - forward(torch.zeros_like(feats))[torch.arange(2), targets]
+    attr = integrated_gradients(forward, feats, targets, steps=300)
+    total = attr.sum(dim=(1, 2))
+    rel = ((total - gap).abs() / gap.abs().clamp_min(1e-6)).max().item()
+    assert rel < 0.03, (total, gap)
+
+
+def test_segment_bounds_cover_the_crop():
+    assert segment_bounds(200, 100) == [(0, 100), (100, 200)]
+    assert segment_bounds(250, 100) == [(0, 100), (100, 250)]
+    assert segment_bounds(200, 400) == [(0, 200)]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unknown_speakers_are_refused_unless_allowed(tiny_corpus, tiny_teacher, tmp_path):
+    corpus = tmp_path / "mixed"
+    shutil.copytree(tiny_corpus / "train", corpus)
+    test_lines = (tiny_corpus / "test" / "wav.scp").read_text().splitlines()[:2]
+    spk_lines = (tiny_corpus / "test" / "utt2spk").read_text().splitlines()[:2]
+    with open(corpus / "wav.scp", "a") as scp, open(corpus / "utt2spk", "a") as u2s:
+        for line in test_lines:
+            utt, path = line.split()
+            scp.write(f"{utt} {(tiny_corpus / 'test' / path).resolve()}\n")
+        u2s.write("\n".join(spk_lines) + "\n")
+    cfg = dict(data=str(corpus), teacher=str(tiny_teacher), crops_per_utt=1, crop_seconds=1.0, shard_rows=16,
+               chunk_rows=8, batch_size=8, num_workers=0, device="cpu", show_progress=False)
+    with pytest.raises(KdcacheError, match="not in the teacher's speaker list.*allow-unknown-speakers"):
+        build_teacher_cache(BuildConfig(out=str(tmp_path / "a.zarr"), **cfg))
+    build_teacher_cache(BuildConfig(out=str(tmp_path / "b.zarr"), allow_unknown_speakers=True, **cfg))
+    labels = TeacherCache.open(tmp_path / "b.zarr").recipes(slice(None))["label"]
+    assert (labels == -1).sum() == 2
+
+
+def test_unreadable_audio_mid_build_stops_naming_the_file_and_keeps_finished_shards(tiny_corpus, tiny_teacher, tmp_path):
+    corpus = tmp_path / "broken"
+    shutil.copytree(tiny_corpus, corpus, ignore=shutil.ignore_patterns("noise", "rir"))
+    victim = sorted((corpus / "wav").rglob("*.wav"))[5]
+    args = ["build-teacher-cache", "--data", str(corpus / "train"), "--teacher", str(tiny_teacher),
+            "--out", str(tmp_path / "c.zarr"), "--crops-per-utt", "2", "--crop-seconds", "1.0",
+            "--shard-rows", "8", "--chunk-rows", "8", "--batch-size", "8", "--num-workers", "0", "--device", "cpu"]
+    victim.write_bytes(victim.read_bytes()[:44] + b"\x00")  # header intact, audio truncated
+    result = cli(*args)
+    assert result.returncode == 2
+    assert victim.name in result.stderr and "Traceback" not in result.stderr
+    done = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")["progress/done"][:]
+    assert 0 < done.sum() < len(done) or done.sum() == 0
+    result = cli(*args, "--skip-bad-audio")
+    assert result.returncode == 0, result.stderr
+    assert "unreadable" in result.stderr
+    assert TeacherCache.open(tmp_path / "c.zarr").is_complete
+
+
+def test_output_that_is_not_a_cache_is_refused(tiny_corpus, tiny_teacher, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    result = cli(*build_args(tiny_corpus, tiny_teacher, tmp_path / "notes"))
+    assert result.returncode == 2 and "not a kdcache cache" in result.stderr
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_teacher_without_a_head_is_refused(tiny_corpus, tiny_teacher, tmp_path):
+    headless = tmp_path / "headless"
+    shutil.copytree(tiny_teacher, headless)
+    state = torch.load(headless / "model.pt", weights_only=True)
+    state.pop("projection.weight")
+    torch.save(state, headless / "model.pt")
+    config = json.loads((headless / "config.json").read_text())
+    config["extra"].pop("weights_sha256")
+    (headless / "config.json").write_text(json.dumps(config))
+    result = cli(*build_args(tiny_corpus, headless, tmp_path / "x.zarr"))
+    assert result.returncode == 2
+    assert "projection.weight" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cache_of_another_format_version_is_refused(dense_cache, tmp_path):
+    copy = tmp_path / "v99.zarr"
+    shutil.copytree(dense_cache, copy)
+    meta_path = copy / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["kdcache"]["format_version"] = 99
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(KdcacheError, match="99"):
+        TeacherCache.open(copy).logits(slice(0, 2))
