@@ -58,11 +58,20 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Settings derived from the user's options: compared last, so a refusal names the option itself
+# (crop_plan.per_utt) rather than what follows from it (layout.num_rows).
+DERIVED_KEYS = ("format_version", "layout", "num_utterances", "has_head", "recipe_sha256", "head_sha256")
+
+
 def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """The first setting (dotted key) whose value differs, ignoring VOLATILE_KEYS; None if equal."""
+    """The first setting (dotted key) whose value differs, ignoring VOLATILE_KEYS; None if equal.
+
+    User-facing settings are compared before the derived ones (DERIVED_KEYS)."""
     a = {k: v for k, v in _flatten(old).items() if k not in VOLATILE_KEYS}
     b = {k: v for k, v in _flatten(new).items() if k not in VOLATILE_KEYS}
-    for key in [*b, *(k for k in a if k not in b)]:
+    keys = [*b, *(k for k in a if k not in b)]
+    keys.sort(key=lambda k: k.split(".", 1)[0] in DERIVED_KEYS)
+    for key in keys:
         if key not in a:
             return f"{key}: not in the cache, requested {b[key]!r}"
         if key not in b:

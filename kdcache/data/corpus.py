@@ -103,7 +103,10 @@ class Corpus:
         return np.array([u.num_samples for u in self.utterances], dtype=np.int64)
 
     def manifest_sha256(self) -> str:
-        """sha256 (hex) over ``(id, speaker, num_samples)`` in order; independent of where the corpus lies."""
+        """sha256 (hex) over ``(id, speaker, num_samples)`` in order.
+
+        Paths are left out, so a moved or copied corpus keeps its hash.
+        """
         h = hashlib.sha256()
         for u in self.utterances:
             h.update(json.dumps([u.id, u.speaker, u.num_samples], ensure_ascii=True).encode())
@@ -111,7 +114,7 @@ class Corpus:
         return h.hexdigest()
 
     def subset(self, keep: Iterable[str] | Callable[[Utterance], bool]) -> Corpus:
-        """A corpus of the utterances whose id is in ``keep`` (or for which ``keep(u)`` is true), in order."""
+        """The utterances whose id is in ``keep`` (or for which ``keep(u)`` is true), in order."""
         if callable(keep):
             chosen = [u for u in self.utterances if keep(u)]
         else:
@@ -124,7 +127,8 @@ class Corpus:
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:
-    """Index a corpus: a folder with ``wav.scp`` + ``utt2spk`` (or the ``wav.scp`` itself), else a VoxCeleb tree."""
+    """Index a corpus: a folder with ``wav.scp`` + ``utt2spk`` (or that ``wav.scp``), else a VoxCeleb
+    tree. Utterances are sorted by id."""
     path = Path(path)
     if path.is_file() and path.name == "wav.scp":
         return _load_kaldi(path.parent)
@@ -145,7 +149,7 @@ def check_utterance_id(utt_id: str, where: str) -> None:
 
 
 def audio_info(path: Path, where: str | None = None) -> int:
-    """Number of samples of a 16 kHz mono audio file; KdcacheError naming the file (and ``where``) otherwise."""
+    """Samples in a 16 kHz mono audio file; otherwise KdcacheError naming the file (and ``where``)."""
     at = f"{where}: {path}" if where else f"{path}"
     try:
         info = sf.info(str(path))

@@ -199,23 +199,20 @@ def _utterance_tracks(r: np.random.Generator, voice: Voice, n_frames: int) -> di
     k, s = kind[seg], syl[seg]
 
     voiced = np.where(k == 2, np.sin(np.pi * np.clip(pos, 0, 1)) ** 0.6, 0.0)
-    voiced *= 10.0 ** (0.1 * accent[s] * 3.0 / 20.0)  # accents: +-3 dB
+    voiced *= 10.0 ** (accent[s] * 3.0 / 20.0)  # accents: +-3 dB
     c_burst = burst[s]
     fric = np.where(c_burst, (pos > 0.6) * np.exp(-np.clip(pos - 0.6, 0, None) * seg_len / 1.5),
                     np.sin(np.pi * np.clip(pos, 0, 1)))
     fric = np.where((k == 1) & has_cons[s], fric, 0.0)
 
     formants = VOWELS[vowel[s]].T * voice.formant_scale[:, None]  # [3, F]
-    kernel = np.hanning(7)
-    kernel /= kernel.sum()
-    formants = np.stack([np.convolve(np.pad(f, 3, mode="edge"), kernel, "valid") for f in formants])
+    formants = np.stack([_smooth(f, 7) for f in formants])  # coarticulation
 
     t = frames / FRAME_RATE
     nu = r.uniform(0.2, 1.5, 3)
     drift = (r.standard_normal(3)[:, None] * 0.5
              * np.cos(2 * np.pi * nu[:, None] * t + r.uniform(0, 2 * np.pi, 3)[:, None])).sum(0)
-    accent_f = np.convolve(np.pad(np.where(k == 2, accent[s], 0.0), 5, mode="edge"),
-                           np.hanning(11) / np.hanning(11).sum(), "valid")
+    accent_f = _smooth(np.where(k == 2, accent[s], 0.0), 11)
     octave = (voice.f0_range * (drift + 0.6 * accent_f - 1.2 * t / max(seconds, 1.0))
               + voice.jitter * r.standard_normal(n_frames) / np.log(2))
     f0 = voice.f0 * 2.0 ** octave
@@ -223,6 +220,13 @@ def _utterance_tracks(r: np.random.Generator, voice: Voice, n_frames: int) -> di
                 fric_centre=CONSONANTS[cons[s], 0] * voice.fric_scale,
                 fric_width=CONSONANTS[cons[s], 1], fric_gain=10 ** (CONSONANTS[cons[s], 3] / 20),
                 shimmer=np.exp(voice.shimmer * r.standard_normal(n_frames)))
+
+
+def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Hann-weighted moving average over ``width`` (odd) frames, edges held."""
+    k = np.hanning(width + 2)[1:-1]
+    h = width // 2
+    return np.convolve(np.concatenate([np.full(h, x[0]), x, np.full(h, x[-1])]), k / k.sum(), "valid")
 
 
 def _pulses(f0: np.ndarray, n: int) -> np.ndarray:
@@ -263,7 +267,7 @@ def _channel(sess: Session, r: np.random.Generator, variability: float) -> np.nd
 
 
 def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: Sequence[int], *,
-                       speaker_spread: float = 1.0, session_variability: float = 1.0,
+                       speaker_spread: float = 0.5, session_variability: float = 1.5,
                        noise_snr_db: tuple[float, float] = (5.0, 30.0),
                        utt_keys: Sequence[int] | None = None) -> list[np.ndarray]:
     """Utterances of speaker ``index``: one [n] int16 array per (session, length in samples) pair.
@@ -287,7 +291,7 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
     static = np.zeros((u, n_bins), dtype=np.float32)  # timbre x tilt x channel
     bg = np.zeros((u, n_bins), dtype=np.float32)  # background noise colour x channel
     # One noise field in the STFT domain carries aspiration, frication and background noise (their
-    # spectral shapes add): uniform real / imaginary parts, E|w|^2 = 1; near Gaussian after overlap-add.
+    # spectral shapes add): uniform real / imaginary parts; near Gaussian after overlap-add.
     white = torch.zeros((u, n_bins, n_frames), dtype=torch.complex64)
     active = np.zeros(u)
     snr, level, breath, pulse_power = np.zeros(u), np.zeros(u), np.zeros(u), np.zeros(u)
@@ -331,14 +335,15 @@ def synthesize_speaker(seed: int, index: int, sessions: Sequence[int], lengths: 
     fric *= c[:, 3:4]
     fric.square_().mul_(-0.5).exp_()
     fric *= c[:, 1:2] * stat
-    p_voiced = _mean_square(env) * pulse_power * (1 + 6.0 * breath**2)
+    p_voiced = _mean_square(env) * pulse_power * (1 + breath**2)
     gain = np.sqrt(p_voiced / np.maximum(_mean_square(fric), 1e-20) * 10 ** (voice.fric_db / 10))
     p_speech = p_voiced * (1 + 10 ** (voice.fric_db / 10))
     p_noise = np.mean(bg.astype(np.float64) ** 2, axis=1) * active
     scale = np.sqrt(p_speech / np.maximum(p_noise, 1e-20) / 10 ** (snr / 10))
-    noise_amp = fric.mul_(torch.from_numpy(gain.astype(np.float32))[:, None, None])
-    noise_amp += env * _col(breath * (6.0 * pulse_power) ** 0.5)
-    noise_amp += torch.from_numpy((bg * scale[:, None]).astype(np.float32))[:, :, None]
+    unit = np.sqrt(6.0)  # E|w|^2 = 2 / 12 for w uniform in [-0.5, 0.5) + [-0.5, 0.5) j
+    noise_amp = fric.mul_(_col(gain * unit))
+    noise_amp += env * _col(breath * np.sqrt(pulse_power) * unit)
+    noise_amp += torch.from_numpy((bg * (scale * unit)[:, None]).astype(np.float32))[:, :, None]
     spec = torch.stft(torch.from_numpy(src), N_FFT, HOP, window=_WINDOW, return_complex=True)
     spec *= env
     spec += white.mul_(noise_amp)
@@ -491,18 +496,20 @@ def make_rirs(seed: int, count: int = 8) -> dict[str, np.ndarray]:
 
 def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_speaker: int = 20,
                           seconds: float = 3.0, test_speakers: int = 40, seed: int = 0,
-                          progress: Callable[[int, int], None] | None = None, *,
-                          speaker_spread: float = 1.0, session_variability: float = 1.0,
+                          progress: Callable[[int], None] | None = None, *,
+                          speaker_spread: float = 0.5, session_variability: float = 1.5,
                           noise_snr_db: tuple[float, float] = (5.0, 30.0),
                           duration_jitter: float = 0.2, num_trials: int = 4000) -> Path:
     """Write the corpus under ``out`` (see the module docstring); returns ``out``.
 
-    - ``speaker_spread`` (1.0): scales between-speaker parameter differences (larger = easier).
-    - ``session_variability`` (1.0): scales session / utterance variation (larger = harder).
+    - ``speaker_spread`` (0.5): scales between-speaker parameter differences (larger = easier;
+      1.0 = roughly natural spreads of pitch, formants, tilt, which makes the task too easy).
+    - ``session_variability`` (1.5): scales session / utterance variation (larger = harder).
     - ``noise_snr_db`` ((5, 30)): background-noise SNR range in dB (lower = harder).
     - ``duration_jitter`` (0.2): utterance lengths are ``seconds * U(1 - j, 1 + j)``.
     - ``num_trials`` (4000): trial count, half target (fewer if the test set is too small).
-    ``progress(done, total)`` is called after each speaker.
+    ``progress(n)`` is called after each speaker with the number of utterances just written
+    (``tqdm.update`` fits).
     """
     out = Path(out)
     if speakers < 1 or test_speakers < 2 or utterances_per_speaker < 2 or seconds <= 0:
@@ -524,7 +531,7 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
         part[0].extend(paths)
         part[1].extend(p.split("/", 1)[0] for p in paths)
         if progress is not None:
-            progress(index + 1, total)
+            progress(len(paths))
     for name, (paths, spks) in lists.items():
         _write_list(out / name, paths, spks)
     write_trials(out / "test" / "trials.txt",
