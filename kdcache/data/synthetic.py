@@ -29,10 +29,15 @@ utterance, so the same arguments give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
+import multiprocessing
+import os
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -499,7 +504,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                           progress: Callable[[int], None] | None = None, *,
                           speaker_spread: float = 0.5, session_variability: float = 1.5,
                           noise_snr_db: tuple[float, float] = (5.0, 30.0),
-                          duration_jitter: float = 0.2, num_trials: int = 4000) -> Path:
+                          duration_jitter: float = 0.2, num_trials: int = 4000,
+                          workers: int | None = None) -> Path:
     """Write the corpus under ``out`` (see the module docstring); returns ``out``.
 
     - ``speaker_spread`` (0.5): scales between-speaker parameter differences (larger = easier;
@@ -509,7 +515,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
     - ``duration_jitter`` (0.2): utterance lengths are ``seconds * U(1 - j, 1 + j)``.
     - ``num_trials`` (4000): trial count, half target (fewer if the test set is too small).
     ``progress(n)`` is called after each speaker with the number of utterances just written
-    (``tqdm.update`` fits).
+    (``tqdm.update`` fits). ``workers`` processes synthesise speakers in parallel (default: up to
+    2, one per core); the bytes do not depend on it.
     """
     out = Path(out)
     if speakers < 1 or test_speakers < 2 or utterances_per_speaker < 2 or seconds <= 0:
@@ -517,25 +524,13 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                            "utterances_per_speaker >= 2, seconds > 0")
     if not 0 <= duration_jitter < 1 or noise_snr_db[0] > noise_snr_db[1]:
         raise KdcacheError("synthetic corpus: need 0 <= duration_jitter < 1 and a valid SNR range")
-    total = speakers + test_speakers
-    lists: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
-    for index in range(total):
-        sessions, lengths, paths = _layout(seed, index, utterances_per_speaker, seconds,
-                                           duration_jitter)
-        waves = synthesize_speaker(seed, index, sessions, lengths, speaker_spread=speaker_spread,
-                                   session_variability=session_variability,
-                                   noise_snr_db=tuple(noise_snr_db))
-        for p, x in zip(paths, waves):
-            _write_wav(out / "wav" / p, x)
-        part = lists["train" if index < speakers else "test"]
-        part[0].extend(paths)
-        part[1].extend(p.split("/", 1)[0] for p in paths)
-        if progress is not None:
-            progress(len(paths))
-    for name, (paths, spks) in lists.items():
-        _write_list(out / name, paths, spks)
-    write_trials(out / "test" / "trials.txt",
-                 make_trials(lists["test"][0], lists["test"][1], num_trials, seed))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KdcacheError(f"{out}: exists and is not an empty folder (old files would mix in)")
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    _write_speakers(out, speakers, test_speakers, utterances_per_speaker, seconds, seed, progress,
+                    dict(speaker_spread=speaker_spread, session_variability=session_variability,
+                         noise_snr_db=tuple(noise_snr_db)), duration_jitter, num_trials, workers)
     for name, x in make_noises(seed).items():
         _write_wav(out / "noise" / f"{name}.wav", np.round(x * 32767).astype(np.int16))
     for name, x in make_rirs(seed).items():
@@ -547,6 +542,58 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                   num_trials=num_trials)
     (out / "README.txt").write_text(_README.format(params=json.dumps(params, indent=2)))
     return out
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _speaker_audio(out: Path, seed: int, index: int, utterances: int, seconds: float,
+                   duration_jitter: float, knobs: dict) -> None:
+    sessions, lengths, paths = _layout(seed, index, utterances, seconds, duration_jitter)
+    # One intra-op thread: the per-speaker tensors are small, and two threads measured 2.5x more
+    # CPU time (75 s vs 29 s for the default corpus). The bytes do not depend on it.
+    with _torch_threads(1):
+        waves = synthesize_speaker(seed, index, sessions, lengths, **knobs)
+    for p, x in zip(paths, waves):
+        _write_wav(out / "wav" / p, x)
+
+
+def _write_speakers(out: Path, speakers: int, test_speakers: int, utterances: int, seconds: float,
+                    seed: int, progress: Callable[[int], None] | None, knobs: dict,
+                    duration_jitter: float, num_trials: int, workers: int) -> None:
+    """Audio, wav.scp / utt2spk of train and test, and the trial list."""
+    total = speakers + test_speakers
+    job = functools.partial(_speaker_audio, out, seed, utterances=utterances, seconds=seconds,
+                            duration_jitter=duration_jitter, knobs=knobs)
+    pool = None
+    if workers > 1 and total > 1:
+        # fork: the children inherit the imported modules (no second torch import).
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        done = pool.map(job, range(total)) if pool is not None else map(job, range(total))
+        for _ in done:
+            if progress is not None:
+                progress(utterances)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    lists: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
+    for index in range(total):
+        paths = _layout(seed, index, utterances, seconds, duration_jitter)[2]
+        part = lists["train" if index < speakers else "test"]
+        part[0].extend(paths)
+        part[1].extend(p.split("/", 1)[0] for p in paths)
+    for name, (paths, spks) in lists.items():
+        _write_list(out / name, paths, spks)
+    write_trials(out / "test" / "trials.txt",
+                 make_trials(lists["test"][0], lists["test"][1], num_trials, seed))
 
 
 _README = """Synthetic speaker corpus written by kdcache (kdcache.data.synthetic).

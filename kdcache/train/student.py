@@ -273,14 +273,13 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     teacher = settings.get("teacher") or {}
     fingerprint = cache_fingerprint(settings)
 
-    num_rows = len(cache)
-    rows_source = np.arange(num_rows) if cache.is_complete else _done_rows(cache)
+    usable = None if cache.is_complete else _done_rows(cache)
     sampler = BlockSampler(
-        num_rows, cfg.batch_size, block_rows=cache.layout.chunk_rows, seed=cfg.seed,
-        rank=ctx.rank, world_size=ctx.world_size, drop_last=True, shuffle=True,
+        len(cache) if usable is None else len(usable), cfg.batch_size, block_rows=cache.layout.chunk_rows,
+        seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True, shuffle=True,
     )
-    if not cache.is_complete:
-        sampler = _RestrictedSampler(sampler, set(rows_source.tolist()))
+    if usable is not None:
+        sampler = _RestrictedSampler(sampler, usable)
     if len(sampler) < 1:
         raise KdcacheError(f"--batch-size {cfg.batch_size} is larger than the cache's rows per process; lower it")
     dataset = CacheBatches(cache, corpus, features, augmenter, with_saliency=cfg.loss == "imlkd")
@@ -305,8 +304,6 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             persistent_workers=False,
         )
 
-    state = {"epoch": 0}
-
     def step(batch: dict[str, torch.Tensor], progress: float):
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
         integrated = None
@@ -322,7 +319,6 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
         batches_per_epoch=len(sampler), rows_per_batch=cfg.batch_size, step=step, cfg=optim, ctx=ctx,
         resume=cfg.resume, desc=f"train-student {cfg.student}/{cfg.loss}", show_progress=cfg.show_progress,
     )
-    del state
     result: dict[str, Any] = {"cache_fingerprint": fingerprint}
     if ctx.is_main:
         config = ModelConfig(
@@ -371,17 +367,19 @@ def _done_rows(cache: TeacherCache) -> np.ndarray:
 
 
 class _RestrictedSampler:
-    """Keeps only the batches whose rows are all in finished shards (``--allow-incomplete``)."""
+    """Block batches over the rows of finished shards only (``--allow-incomplete``).
 
-    def __init__(self, sampler: BlockSampler, allowed: set[int]) -> None:
+    Shards hold whole blocks, so blocks of the compacted row list map back to whole cache blocks."""
+
+    def __init__(self, sampler: BlockSampler, rows: np.ndarray) -> None:
         self.sampler = sampler
-        self.allowed = allowed
+        self.rows = rows
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        return (b for b in self.sampler if all(int(r) in self.allowed for r in b))
+        return (self.rows[batch] for batch in self.sampler)
 
     def __len__(self) -> int:
-        return sum(1 for _ in iter(self))
+        return len(self.sampler)

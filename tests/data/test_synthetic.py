@@ -63,7 +63,7 @@ def test_trials(data_corpus: Path) -> None:
 
 def test_deterministic(data_corpus: Path, tmp_path: Path) -> None:
     calls: list[int] = []
-    again = make_synthetic_corpus(tmp_path / "again", progress=calls.append, **TINY)
+    again = make_synthetic_corpus(tmp_path / "again", progress=calls.append, workers=1, **TINY)
     assert _digests(again) == _digests(data_corpus)
     assert calls == [3] * 7  # utterances written per speaker
     other = make_synthetic_corpus(tmp_path / "other", **{**TINY, "seed": 1})
@@ -125,3 +125,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
         make_synthetic_corpus(tmp_path / "x", test_speakers=1)
     with pytest.raises(KdcacheError):
         make_synthetic_corpus(tmp_path / "x", noise_snr_db=(20.0, 10.0))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.wav").write_bytes(b"")
+    with pytest.raises(KdcacheError, match="full"):
+        make_synthetic_corpus(tmp_path / "full")
