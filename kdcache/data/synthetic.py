@@ -515,8 +515,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
     - ``duration_jitter`` (0.2): utterance lengths are ``seconds * U(1 - j, 1 + j)``.
     - ``num_trials`` (4000): trial count, half target (fewer if the test set is too small).
     ``progress(n)`` is called after each speaker with the number of utterances just written
-    (``tqdm.update`` fits). ``workers`` processes synthesise speakers in parallel (default: up to
-    2, one per core); the bytes do not depend on it.
+    (``tqdm.update`` fits). ``workers`` processes synthesise speakers in parallel (default: 2 on a
+    multi-core machine from 16 speakers on, else 1); the bytes do not depend on it.
     """
     out = Path(out)
     if speakers < 1 or test_speakers < 2 or utterances_per_speaker < 2 or seconds <= 0:
@@ -526,8 +526,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
         raise KdcacheError("synthetic corpus: need 0 <= duration_jitter < 1 and a valid SNR range")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KdcacheError(f"{out}: exists and is not an empty folder (old files would mix in)")
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1)
+    if workers is None:  # a pool only pays off for more than a few speakers
+        workers = min(2, os.cpu_count() or 1) if speakers + test_speakers >= 16 else 1
     _write_speakers(out, speakers, test_speakers, utterances_per_speaker, seconds, seed, progress,
                     dict(speaker_spread=speaker_spread, session_variability=session_variability,
                          noise_snr_db=tuple(noise_snr_db)), duration_jitter, num_trials, workers)

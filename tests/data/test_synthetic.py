@@ -63,7 +63,7 @@ def test_trials(data_corpus: Path) -> None:
 
 def test_deterministic(data_corpus: Path, tmp_path: Path) -> None:
     calls: list[int] = []
-    again = make_synthetic_corpus(tmp_path / "again", progress=calls.append, workers=1, **TINY)
+    again = make_synthetic_corpus(tmp_path / "again", progress=calls.append, workers=2, **TINY)
     assert _digests(again) == _digests(data_corpus)
     assert calls == [3] * 7  # utterances written per speaker
     other = make_synthetic_corpus(tmp_path / "other", **{**TINY, "seed": 1})
