@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import schema as sc
+from .fingerprint import cache_fingerprint, fingerprint_inputs
 from .reader import TeacherCache
 
 
@@ -21,7 +22,9 @@ def _dir_bytes(path: Path) -> int:
 
 
 def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
-    """Provenance attrs, completeness, rows/shards done and, for local caches, on-disk bytes per array."""
+    """Provenance attrs, the fingerprint (sha256 over what the cached values are a function of: teacher
+    weights, features, crop plan, corpus manifest, augmentation, saliency, logits mode), completeness,
+    rows/shards done and, for local caches, on-disk bytes per array."""
     cache = cache if isinstance(cache, TeacherCache) else TeacherCache.open(cache)
     lay = cache.layout
     done = cache.done()
@@ -45,6 +48,8 @@ def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
         arrays[name] = entry
     return {
         "path": cache.url,
+        "fingerprint": cache_fingerprint(cache.settings),
+        "fingerprint_inputs": sorted(fingerprint_inputs(cache.settings)),
         "settings": cache.settings,
         "complete": bool(done.all()),
         "num_rows": lay.num_rows,
@@ -70,6 +75,7 @@ def format_info(info: dict[str, Any]) -> str:
     lay = s.get("layout", {})
     lines = [
         f"cache          {info['path']}",
+        f"fingerprint    {info['fingerprint']}",
         f"format         {s.get('format_version')}   created {s.get('created', '?')}",
         f"rows           {info['rows_done']:,} of {info['num_rows']:,} written; shards {info['shards_done']} of "
         f"{info['num_shards']} done" + ("" if info["complete"] else " (INCOMPLETE)"),

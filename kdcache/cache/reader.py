@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,6 +34,36 @@ Rows = slice | Sequence[int] | np.ndarray
 
 # Use one slice per run when the rows form at most this many runs per row (else orthogonal indexing).
 _MAX_RUN_FRACTION = 0.25
+
+# The codecs kdcache writes (schema.py). An array whose metadata names any other codec is refused before
+# a byte of it is decoded: a cache from elsewhere must not pick a decoder (zarr's codec registry can hold
+# third-party codecs, e.g. ones that unpickle).
+ALLOWED_CODECS = frozenset({"bytes", "crc32c", "sharding_indexed", "zstd", "vlen-utf8"})
+
+
+def _codec_names(codecs: Any) -> list[str]:
+    """Names of a codec pipeline (metadata dicts or codec objects), sharding's inner pipelines included."""
+    names: list[str] = []
+    for codec in codecs or ():
+        doc = codec if isinstance(codec, dict) else codec.to_dict()
+        names.append(str(doc.get("name")))
+        config = doc.get("configuration") or {}
+        for key in ("codecs", "index_codecs"):
+            names.extend(_codec_names(config.get(key)))
+    return names
+
+
+def unsafe_utterance_id(utt_id: str) -> str | None:
+    """Why a cached utterance id is not a safe path relative to the corpus root (None when it is)."""
+    if not utt_id or "\0" in utt_id:
+        return "empty or holds a NUL byte"
+    if utt_id.startswith("/") or re.match(r"^[A-Za-z]:", utt_id):
+        return "absolute (must be relative to the corpus root)"
+    if "\\" in utt_id:
+        return "holds a backslash (ids use '/')"
+    if ".." in utt_id.split("/"):
+        return "holds '..' (would escape the corpus root)"
+    return None
 
 
 def _is_remote(url: str) -> bool:
@@ -189,6 +220,12 @@ class TeacherCache:
             except KeyError:
                 raise IntegrityError(f"{self.url}: array {name} is missing") from None
             assert isinstance(node, zarr.Array)
+            foreign = sorted(set(_codec_names(node.metadata.to_dict().get("codecs"))) - ALLOWED_CODECS)
+            if foreign:
+                raise IntegrityError(
+                    f"{self.url}: array {name} declares codec(s) {', '.join(foreign)}, which kdcache never writes; "
+                    "refusing to decode it (only " + ", ".join(sorted(ALLOWED_CODECS)) + " are read)"
+                )
             arr = self._arrays[name] = node
         return arr
 
@@ -225,7 +262,12 @@ class TeacherCache:
         """(ids [U], speakers [U], num_samples [U] int64)."""
         if "utterances" not in self._memo:
             ids, spk, lens = self._gather_full([sc.UTT_ID, sc.UTT_SPEAKER, sc.UTT_NUM_SAMPLES])
-            self._memo["utterances"] = ([str(u) for u in ids], [str(s) for s in spk], np.asarray(lens, np.int64))
+            ids = [str(u) for u in ids]
+            for utt in ids:
+                why = unsafe_utterance_id(utt)
+                if why:
+                    raise IntegrityError(f"{self.url}: utterance id {utt!r} in the cache is {why}; refusing the cache")
+            self._memo["utterances"] = (ids, [str(s) for s in spk], np.asarray(lens, np.int64))
         return self._memo["utterances"]
 
     @property

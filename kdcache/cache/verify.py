@@ -10,19 +10,22 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from kdcache.errors import KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError
 
 from . import schema as sc
-from .reader import TeacherCache
+from .reader import TeacherCache, unsafe_utterance_id
 
 
 @dataclass
 class VerifyReport:
-    """problems: one line each, naming the array, the shard and its rows. bytes_per_row: stored bytes per
-    row of each row array (None where the store cannot tell, e.g. over HTTP)."""
+    """problems: one line each, naming the array, the shard and its rows. damaged: (array, shard) of each
+    unreadable or lost shard file (shard None: a whole small array), for tools that re-fetch them.
+    bytes_per_row: stored bytes per row of each row array (None where the store cannot tell, e.g. over
+    HTTP)."""
 
     path: str
     problems: list[str] = field(default_factory=list)
+    damaged: list[tuple[str, int | None]] = field(default_factory=list)
     bytes_per_row: dict[str, float | None] = field(default_factory=dict)
     shards_checked: int = 0
     shards_done: int = 0
@@ -64,6 +67,9 @@ def verify_cache(
     for name, spec in specs.items():
         try:
             arr = cache.array(name)
+        except IntegrityError as e:
+            problems.append(f"{name}: refused ({e})")
+            continue
         except KdcacheError as e:
             problems.append(f"{name}: missing ({e})")
             continue
@@ -79,8 +85,14 @@ def verify_cache(
             small[name] = np.asarray(arrays[name][:])
         except Exception as e:
             problems.append(f"{name}: unreadable ({type(e).__name__}: {e})")
+            report.damaged.append((name, None))
     done = small.get(sc.DONE, np.zeros(lay.num_shards, bool)).astype(bool)
     report.shards_done = int(done.sum())
+    for utt in small.get(sc.UTT_ID, ()):
+        why = unsafe_utterance_id(str(utt))
+        if why:
+            problems.append(f"{sc.UTT_ID}: utterance id {str(utt)!r} is {why}")
+            break
     if sc.HEAD in small:
         norms = np.linalg.norm(small[sc.HEAD], axis=1)
         if not np.allclose(norms, 1.0, atol=1e-3):
@@ -98,11 +110,13 @@ def verify_cache(
             size = _stored_size(arr, key)
             if done[s] and not size:
                 problems.append(f"{name}: {where} is marked done but its shard file {key} is missing or empty")
+                report.damaged.append((name, s))
                 continue
             try:
                 data = np.asarray(arr[sl])
             except Exception as e:
                 problems.append(f"{name}: {where} is damaged ({type(e).__name__}: {e})")
+                report.damaged.append((name, s))
                 continue
             if done[s]:
                 problems.extend(_content_problems(name, data, where, sl.start, U, lay.num_classes))

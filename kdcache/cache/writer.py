@@ -10,12 +10,16 @@ should call ``create`` and ``finalize`` (rank 0, with a barrier around them); th
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
+import os
 import shutil
+import socket
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -24,6 +28,7 @@ from zarr.storage import LocalStore
 from kdcache.errors import KdcacheError
 
 from . import schema as sc
+from .reader import unsafe_utterance_id
 from .schema import CacheLayout
 
 # Settings that may change between a build and its resume.
@@ -45,6 +50,54 @@ def read_settings(path: str | Path) -> dict[str, Any] | None:
         return None
     settings = doc.get("attributes", {}).get(sc.ATTRS_KEY)
     return settings if isinstance(settings, dict) else None
+
+
+@contextmanager
+def build_lock(path: str | Path) -> Iterator[Path | None]:
+    """Hold an exclusive advisory lock (flock) on ``.<name>.lock`` beside the cache while building it.
+
+    Two separate builds of one cache would otherwise race (one may delete the other's half-created
+    store); the second is refused with a one-line error instead. The lock lives beside the cache, not in
+    it, because creating or overwriting a cache empties its folder. The kernel drops the lock when the
+    holder dies (kill -9 included), so a killed build never leaves a stale lock; the small file stays.
+    Ranks of one torchrun build do not take it (they write disjoint shards): rank 0 holds it for them.
+    Yields the lock path, or None where locking is unavailable (no fcntl, or a filesystem without locks).
+    """
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield None
+        return
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise KdcacheError(f"{path}: cannot create the output's lock file {lock} ({err.strerror or err})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                warnings.warn(f"{lock}: cannot lock ({err.strerror}); building without a lock", stacklevel=2)
+                yield None
+                return
+            holder = ""
+            try:
+                holder = Path(lock).read_text().strip()
+            except OSError:
+                pass
+            raise KdcacheError(
+                f"{path}: another build is writing this cache (lock {lock} held"
+                + (f" by pid/host {holder}" if holder else "")
+                + "); wait for it to finish, or stop it and rerun to resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        yield lock
+    finally:
+        os.close(fd)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,6 +214,10 @@ class CacheWriter:
             raise ValueError(f"{len(speakers)} speakers given, layout.num_classes is {S}")
         if len(set(speakers)) != S:
             raise ValueError("speaker ids must be unique")
+        for utt in utt_ids:
+            why = unsafe_utterance_id(utt)
+            if why:
+                raise ValueError(f"utterance id {utt!r} is {why}")
         if not (len(utt_spk) == U == len(utt_len)) or U == 0:
             raise ValueError(f"utterance arrays differ in length or are empty: {U}, {len(utt_spk)}, {len(utt_len)}")
         recipe = cls._check_rows(rows, N, U, S)

@@ -226,13 +226,34 @@ def _load_kaldi(folder: Path) -> Corpus:
 
 
 def _walk_audio(root: Path) -> list[Path]:
+    """Audio files under root. Links are followed (corpora are often assembled from symlinked folders)
+    but must stay inside the root: the utterance id is the path under the root, and a cache's ids must
+    never name a file elsewhere. A link out of the root, or a folder reached twice (a link loop), is
+    refused; audio kept elsewhere is listed explicitly in a wav.scp folder instead."""
+    real_root = root.resolve()
+    seen: dict[Path, str] = {}
+
+    def inside(real: Path) -> bool:
+        return real == real_root or real_root in real.parents
+
     found = []
-    # os.walk with followlinks: corpora are often assembled from symlinked folders.
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        real_dir = Path(dirpath).resolve()
+        if not inside(real_dir):
+            raise KdcacheError(f"{dirpath}: links out of the corpus root {root} (to {real_dir}); links must "
+                               "stay inside the root (list audio kept elsewhere in a wav.scp folder)")
+        if real_dir in seen:
+            raise KdcacheError(f"{dirpath}: is the folder {seen[real_dir]} again (a link loop or a linked "
+                               "duplicate); each folder may appear once in a corpus")
+        seen[real_dir] = dirpath
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if f.lower().endswith(AUDIO_SUFFIXES) and not f.startswith("."):
-                found.append(Path(dirpath) / f)
+                p = Path(dirpath) / f
+                if p.is_symlink() and not inside(p.resolve()):
+                    raise KdcacheError(f"{p}: links out of the corpus root {root} (to {p.resolve()}); links "
+                                       "must stay inside the root (list audio kept elsewhere in a wav.scp folder)")
+                found.append(p)
     return found
 
 

@@ -15,16 +15,20 @@ formants), per-formant offsets and bandwidths, a fixed high-frequency resonance,
 preferred vowel distribution and fricative colouring. An utterance is a sequence of syllables
 (optional pause, optional fricative or plosive burst, a vowel whose F1-F3 targets come from a shared
 inventory shifted by the speaker's formant scales) with a pitch contour (declination, slow drift,
-accents). The glottal pulse train (+ aspiration) is filtered in the STFT domain by the time-varying
-formant envelope; fricatives are shaped noise. Each session (video) adds a channel (band limits and
-random EQ bumps), background noise of a random colour at a random SNR, a pitch / effort shift; each
-utterance varies those slightly and gets a random level.
+accents). The glottal pulse train is filtered in the STFT domain by the time-varying formant
+envelope; aspiration, frication and background noise are shaped noise added in the same domain.
+Each session (video) adds a channel (band limits and random EQ bumps), background noise of a random
+colour at a random SNR, and shifts of pitch, effort (tilt), articulation (formants), breathiness and
+rate; each utterance varies those slightly and gets a random level.
 
 Identity is spread over several weak cues; the difficulty knobs are ``speaker_spread`` (scales
 between-speaker differences), ``session_variability`` (scales within-speaker session / utterance
-variation) and ``noise_snr_db`` (background SNR range). Every random draw comes from
-``np.random.default_rng(np.random.SeedSequence([seed, tag, ...]))`` per speaker / session /
-utterance, so the same arguments give the same bytes.
+variation) and ``noise_snr_db`` (background SNR range). At the defaults (0.5, 1.5, 5-30 dB) an LDA
+on per-utterance fbank statistics gives about 13% EER on the default test trials (about 5% with
+both knobs at 1.0); the SNR range matters much less than the other two.
+Every random draw comes from ``np.random.default_rng(np.random.SeedSequence([seed, tag, ...]))``
+per speaker / session / utterance (torch generators seeded from those for the STFT-domain noise),
+and no result depends on the thread or process count, so the same arguments give the same bytes.
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class Session:
 
 def make_session(seed: int, speaker: int, session: int, variability: float,
                  snr_db: tuple[float, float]) -> Session:
+    """Recording conditions and voice shifts of one session; ``variability`` scales them."""
     r = _rng(seed, _TAG_SESSION, speaker, session)
     v = variability
     k = 3

@@ -10,6 +10,7 @@ skipped on a rerun; under ``torchrun`` rank r takes shards s with s % world_size
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 import kdcache
 from kdcache.cache.schema import CacheLayout
-from kdcache.cache.writer import CacheWriter
+from kdcache.cache.writer import CacheWriter, build_lock
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
 from kdcache.data.crops import CropPlan, plan_rows
@@ -210,6 +211,12 @@ def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
     if cfg.integrated_input not in INTEGRATED_INPUT_MODES:
         raise KdcacheError(f"--integrated-input {cfg.integrated_input}: choose {', '.join(INTEGRATED_INPUT_MODES)}")
     ctx = init_distributed(cfg.device)
+    # One build per cache at a time: rank 0 holds the lock for its ranks (they write disjoint shards).
+    with build_lock(cfg.out) if ctx.is_main else nullcontext():
+        return _build(cfg, ctx)
+
+
+def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
     model, tconf = load_model_dir(cfg.teacher, map_location=ctx.device)
     features = FeatureConfig.from_dict(tconf.features)
     if features.dither != 0.0:
@@ -336,7 +343,7 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
                 arrays = {name: torch.cat(parts).numpy() for name, parts in buffers.items()}
                 if in_flight is not None:
                     in_flight.result()
-                in_flight = pool.submit(writer.write_shard, shard, arrays)
+                in_flight = pool.submit(_write_shard, writer, shard, arrays)
                 summary.shards_written += 1
                 buffers, filled = {}, 0
                 nxt = next(shard_iter, None)
@@ -351,3 +358,14 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
     summary.bad_rows = len(bad)
     if bad:
         summary.extra["bad_rows"] = bad
+
+
+def _write_shard(writer: CacheWriter, shard: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write one shard; a failing disk (full, read-only, gone) becomes one line naming the shard."""
+    try:
+        writer.write_shard(shard, arrays)
+    except OSError as err:
+        raise KdcacheError(
+            f"{writer.path}: writing shard {shard} failed ({err.strerror or err}); finished shards are kept "
+            "and verified on resume: fix the disk (e.g. free space) and rerun the same command"
+        ) from err
