@@ -16,6 +16,22 @@ import platform
 import statistics
 import sys
 import time
+
+
+def _threads_from_argv() -> str:
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return "1"
+
+
+# numpy's BLAS (and OpenMP) read these when they load: import common before numpy, so that matrix
+# products in the measured code run on the same deliberate thread count as torch.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _threads_from_argv())
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +57,8 @@ def set_threads(threads: int) -> dict[str, Any]:
     except RuntimeError:  # already set (e.g. a second call in one process)
         pass
     return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-            "dataloader_worker_threads": 1}
+            "dataloader_worker_threads": 1,
+            "blas_threads_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
 def machine() -> dict[str, Any]:

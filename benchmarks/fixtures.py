@@ -37,10 +37,11 @@ def make_corpus(root: Path, speakers: int, utterances_per_speaker: int, seconds:
     return root / "train"
 
 
-def label_space(corpus: Corpus, num_classes: int = VOX2_SPEAKERS) -> list[str]:
-    """num_classes sorted speaker ids: the corpus's speakers plus padding speakers (a teacher trained
-    on VoxCeleb2 knows 5994 speakers; the corpus here has a few dozen of them)."""
-    real = sorted({u.speaker for u in corpus.utterances})
+def label_space(corpus: Corpus | list[Corpus], num_classes: int = VOX2_SPEAKERS) -> list[str]:
+    """num_classes sorted speaker ids: the corpus's (or corpora's) speakers plus padding speakers (a teacher
+    trained on VoxCeleb2 knows 5994 speakers; the corpora here have a few dozen of them)."""
+    corpora = corpus if isinstance(corpus, list) else [corpus]
+    real = sorted({u.speaker for c in corpora for u in c.utterances})
     if len(real) > num_classes:
         raise ValueError(f"{len(real)} corpus speakers > {num_classes} classes")
     pad = [f"zz_pad{i:05d}" for i in range(num_classes - len(real))]

@@ -1,4 +1,4 @@
-"""Cache commands: build-teacher-cache, and the ``cache`` group (info, verify)."""
+"""Cache commands: build-teacher-cache, and the ``cache`` group (info, verify, pull)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, see
 
 @click.group("cache")
 def cache_group() -> None:
-    """Inspect and check teacher caches (local paths, file://, http(s)://, s3://)."""
+    """Inspect, check and copy teacher caches (local paths, file://, http(s)://, s3://)."""
 
 
 @cache_group.command("info")
@@ -134,6 +134,53 @@ def cache_verify_cmd(cache: str, teacher, data, sample, augment_noise, augment_r
             click.echo("problem: cached teacher outputs differ from a re-run of the teacher", err=True)
     if failed:
         raise IntegrityError(f"{cache}: verification failed")
+
+
+@cache_group.command("pull")
+@click.argument("url")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files fetched concurrently.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (bytes).")
+def cache_pull_cmd(url: str, dest: Path, workers: int, progress: bool) -> None:
+    """Copy the cache at URL (http(s)://, s3://, file:// or a path) into the folder DEST, then verify every
+    chunk. Rerun the same command to resume an interrupted copy: complete files are skipped. Exit 1 naming
+    the shard if the copy is damaged (those files are removed, so a rerun fetches them again).
+
+    \b
+    s3:// needs `pip install 'kdcache[s3]'` (s3fs); credentials come from the usual AWS chain
+    (environment, ~/.aws). fsspec options come from the environment, e.g.
+    FSSPEC_S3='{"anon": true}' for a public bucket or
+    FSSPEC_S3='{"client_kwargs": {"endpoint_url": "https://minio.example:9000"}}'.
+    """
+    from tqdm import tqdm
+
+    from kdcache.cache.pull import check_pull, pull_cache
+
+    bars: list[tqdm] = []
+
+    def on_total(total: int) -> None:  # the bar starts once the source is open and its files are sized
+        bars.append(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pull",
+                         disable=not progress, mininterval=0.5, dynamic_ncols=True))
+
+    try:
+        report = pull_cache(url, dest, workers=workers, progress=lambda n: bars[0].update(n), on_total=on_total)
+    finally:
+        for bar in bars:
+            bar.close()
+    for problem in report.verify.problems if report.verify else []:
+        click.echo(f"problem: {problem}", err=True)
+    for removed in report.removed:
+        click.echo(f"removed damaged copy: {removed}", err=True)
+    verify = report.verify
+    state = "ok" if not report.damage else f"{len(report.damage)} problem(s)"
+    incomplete = (f"; the source has {len(report.shards_not_done)} unfinished shard(s), pull again once they are done"
+                  if report.shards_not_done else "")
+    click.echo(
+        f"{url} -> {dest}: {report.files_copied} files copied ({report.bytes_copied / 2**20:,.1f} MiB), "
+        f"{report.files_skipped} already complete, {report.files_absent} absent at the source; "
+        f"{verify.shards_checked if verify else 0} shards verified: {state}{incomplete}"
+    )
+    check_pull(report)
 
 
 COMMANDS = [build_teacher_cache_cmd, cache_group]

@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
@@ -195,6 +194,8 @@ def pull_cache(
         sizes = list(pool.map(source_size, files))
         todo: list[tuple[_File, int]] = []
         for f, size in zip(files, sizes):
+            if f.key == "zarr.json":  # the root metadata is written last (below)
+                continue
             if size is None:
                 report.files_absent += 1
                 continue
@@ -220,8 +221,6 @@ def pull_cache(
             if offset > size:
                 offset = 0
             fetched = 0
-            if f.key == "zarr.json":  # the root metadata is written last (see below)
-                return 0
             try:
                 with open(part, "ab" if offset else "wb") as out:
                     while offset < size:
@@ -266,8 +265,7 @@ def pull_cache(
     tmp = dest / "zarr.json.part"
     tmp.write_bytes(root_bytes)
     os.replace(tmp, dest / "zarr.json")
-    if progress is not None:
-        progress(len(root_bytes))
+    report.files_copied += 1
     report.bytes_copied += len(root_bytes)
     (dest / STATE_FILE).unlink(missing_ok=True)
 
@@ -309,7 +307,3 @@ def check_pull(report: PullReport) -> None:
             f"{report.dest}: the copy failed verification ({shards or report.damage[0]}); the damaged files were "
             "removed: rerun the pull to fetch them again (if the source is damaged, run `kdcache cache verify` there)"
         )
-
-
-def _unused() -> None:  # keep shutil imported for type checkers of older versions
-    shutil.disk_usage

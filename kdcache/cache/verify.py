@@ -13,7 +13,11 @@ from zarr.core.sync import sync
 from kdcache.errors import IntegrityError, KdcacheError
 
 from . import schema as sc
-from .reader import TeacherCache, unsafe_utterance_id
+from .reader import TeacherCache, read_done, unsafe_utterance_id
+
+
+# What zarr raises when stored bytes fail to decode (checksum mismatch, truncated shard or index).
+_DECODE_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)
 
 
 @dataclass
@@ -84,6 +88,17 @@ def verify_cache(
         try:
             small[name] = np.asarray(arrays[name][:])
         except Exception as e:
+            _raise_if_unreachable(cache, name, e)
+            if name == sc.DONE:  # name the entries that fail; the others still count
+                small[name] = read_done(arrays[name])
+                for s in range(lay.num_shards):
+                    try:
+                        arrays[name][s]
+                    except Exception:  # noqa: BLE001
+                        problems.append(f"{name}: the entry of shard {s} is unreadable (counts as not done; "
+                                        "rerun the build to write that shard again)")
+                        report.damaged.append((name, s))
+                continue
             problems.append(f"{name}: unreadable ({type(e).__name__}: {e})")
             report.damaged.append((name, None))
     done = small.get(sc.DONE, np.zeros(lay.num_shards, bool)).astype(bool)
@@ -115,6 +130,7 @@ def verify_cache(
             try:
                 data = np.asarray(arr[sl])
             except Exception as e:
+                _raise_if_unreachable(cache, f"{name} {where}", e)
                 problems.append(f"{name}: {where} is damaged ({type(e).__name__}: {e})")
                 report.damaged.append((name, s))
                 continue
@@ -128,6 +144,17 @@ def verify_cache(
         stored = _stored_bytes(arrays[name])
         report.bytes_per_row[name] = None if stored is None else stored / lay.num_rows
     return report
+
+
+def _raise_if_unreachable(cache: TeacherCache, what: str, err: Exception) -> None:
+    """A remote read that failed for a reason other than decoding (server gone, timeout) says nothing
+    about the data: stop with that, instead of reporting the shard as damaged."""
+    if cache.is_remote and not isinstance(err, _DECODE_ERRORS):
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise KdcacheError(
+            f"{cache.url}: reading {what} failed ({type(err).__name__}: {text[:200]}); "
+            "the store is unreachable, not known to be damaged: rerun when it answers"
+        ) from None
 
 
 def _content_problems(name: str, data: np.ndarray, where: str, row0: int, U: int, S: int) -> list[str]:

@@ -28,7 +28,7 @@ from zarr.storage import LocalStore
 from kdcache.errors import KdcacheError
 
 from . import schema as sc
-from .reader import unsafe_utterance_id
+from .reader import read_done, unsafe_utterance_id
 from .schema import CacheLayout
 
 # Settings that may change between a build and its resume.
@@ -70,6 +70,11 @@ def build_lock(path: str | Path) -> Iterator[Path | None]:
         yield None
         return
     lock = path.parent / f".{path.name}.lock"
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise KdcacheError(f"{path}: {folder} is a file, not a folder; choose another output path")
+            break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -337,8 +342,9 @@ class CacheWriter:
         return arr
 
     def done_shards(self) -> set[int]:
-        """Shards whose every array is written."""
-        return {int(s) for s in np.flatnonzero(self._array(sc.DONE)[:])}
+        """Shards whose every array is written. An unreadable progress entry (e.g. left empty by a full
+        disk) counts as not done: that shard is written again."""
+        return {int(s) for s in np.flatnonzero(read_done(self._array(sc.DONE)))}
 
     def pending_shards(self, rank: int = 0, world_size: int = 1) -> list[int]:
         """Shards not yet done that belong to this rank (shard s belongs to rank s % world_size)."""

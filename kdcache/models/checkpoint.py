@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,20 +96,34 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_only_reason(err: BaseException) -> str:
+    """The line of torch's weights_only refusal that says what was refused (its message is a page long)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        tail = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if tail:
+            return tail[0][:200]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else "unsafe content"
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a plain ``{name: tensor}`` checkpoint without unpickling arbitrary objects."""
     if not path.is_file():
         raise KdcacheError(f"{path}: checkpoint file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as refused:
-        first = str(refused).strip().splitlines()[0] if str(refused).strip() else "unsafe content"
         raise KdcacheError(
-            f"{path}: refused to load: not a plain state_dict of tensors ({first[:160]})"
+            f"{path}: refused to load: not a plain state_dict of tensors, and unpickling it could run code "
+            f"(torch weights_only: {weights_only_reason(refused)})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as broken:
+    except Exception as broken:  # noqa: BLE001 - garbage bytes fail in many ways (KeyError for text files)
         first = str(broken).strip().splitlines()[0] if str(broken).strip() else type(broken).__name__
-        raise KdcacheError(f"{path}: not a readable torch checkpoint ({first[:160]})") from None
+        raise KdcacheError(f"{path}: not a readable torch checkpoint ({type(broken).__name__}: {first[:160]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(

@@ -39,13 +39,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise KdcacheError("--device cuda: no CUDA device is available (use --device cpu)")
+            raise KdcacheError(f"--device {name}: no CUDA device is available (use --device cpu)")
         if name == "cuda":
             return torch.device("cuda", local_rank)
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise KdcacheError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise KdcacheError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def init_distributed(device: str = "auto") -> DistContext:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -89,12 +90,36 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _trim_log(path: Path, epochs: int) -> None:
+    """Keep the log lines of the epochs the checkpoint holds (a killed run may have logged one more)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line).get("epoch", 0)) <= epochs:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue  # a line cut short by the kill
+    if kept != lines:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a training checkpoint written by :func:`fit` (no unpickling of objects)."""
+    from kdcache.models.checkpoint import weights_only_reason
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as broken:  # noqa: BLE001 - any failure is a bad checkpoint file
-        raise KdcacheError(f"{path}: unreadable training checkpoint ({str(broken).splitlines()[0][:160]})") from None
+        raise KdcacheError(
+            f"{path}: unreadable training checkpoint ({type(broken).__name__}: {weights_only_reason(broken)})"
+        ) from None
 
 
 def fit(
@@ -139,6 +164,7 @@ def fit(
         state = TrainState(epoch=int(saved["epoch"]), iteration=int(saved["iteration"]))
     if ctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _trim_log(Path(out_dir) / LOG_NAME, state.epoch)
     margins = None
     if head is not None:
         margins = MarginScheduler(
@@ -160,35 +186,37 @@ def fit(
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        for index, batch in enumerate(make_batches(epoch)):
-            progress = epoch + index / max(batches_per_epoch, 1)
-            lr = lr_at(progress, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if margins is not None:
-                margins.step(state.iteration)
-            loss, logs = step(batch, progress)
-            if not torch.isfinite(loss):
-                raise KdcacheError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, batch {index + 1} "
-                    "(lower --lr, or check the data)"
+        try:  # close the bar on errors too, so the error message starts on its own line
+            for index, batch in enumerate(make_batches(epoch)):
+                progress = epoch + index / max(batches_per_epoch, 1)
+                lr = lr_at(progress, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if margins is not None:
+                    margins.step(state.iteration)
+                loss, logs = step(batch, progress)
+                if not torch.isfinite(loss):
+                    raise KdcacheError(
+                        f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, batch {index + 1} "
+                        "(lower --lr, or check the data)"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state.iteration += 1
+                count += 1
+                logs = {"loss": float(loss.detach()), **logs}
+                for key, value in logs.items():
+                    sums[key] += value
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(
+                    {k: f"{v / count:.3f}" for k, v in sums.items()}
+                    | {"lr": f"{lr:.2g}", "rows/s": f"{count * rows_per_batch * ctx.world_size / max(elapsed, 1e-9):.0f}"},
+                    refresh=False,
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state.iteration += 1
-            count += 1
-            logs = {"loss": float(loss.detach()), **logs}
-            for key, value in logs.items():
-                sums[key] += value
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(
-                {k: f"{v / count:.3f}" for k, v in sums.items()}
-                | {"lr": f"{lr:.2g}", "rows/s": f"{count * rows_per_batch * ctx.world_size / max(elapsed, 1e-9):.0f}"},
-                refresh=False,
-            )
-            bar.update(1)
-        bar.close()
+                bar.update(1)
+        finally:
+            bar.close()
         seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "iterations": state.iteration, "lr": lr_at(epoch + 1, cfg)}
         record["margin"] = head.margin if head is not None else None
@@ -198,6 +226,10 @@ def fit(
         record["rows_per_s"] = round(count * rows_per_batch * ctx.world_size / max(seconds, 1e-9), 1)
         state.epoch = epoch + 1
         if ctx.is_main:
+            # The log line first: a run killed between the two redoes the epoch, and the log is trimmed
+            # back to the checkpoint on resume (so it lists every epoch exactly once).
+            with open(Path(out_dir) / LOG_NAME, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
             _atomic_torch_save(
                 {
                     "modules": {name: m.state_dict() for name, m in modules.items()},
@@ -207,8 +239,6 @@ def fit(
                 },
                 ckpt_path,
             )
-            with open(Path(out_dir) / LOG_NAME, "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
         ctx.barrier()
     if head is not None:
         head.update(cfg.margin)

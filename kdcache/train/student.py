@@ -136,20 +136,41 @@ def verify_replayed_inputs(cache: TeacherCache, corpus: Corpus, augmenter: Augme
     return len(rows)
 
 
+# The cached teacher outputs (batch keys) each loss uses: CacheBatches reads and sends only these, so
+# `--loss ce` costs what training without a teacher costs, and no loss pays for arrays it never reads.
+TEACHER_INPUTS: dict[str, tuple[str, ...]] = {
+    "ce": (),
+    "embedding": ("teacher_embedding",),
+    "kd": ("teacher_logits",),
+    "dkd": ("teacher_logits",),
+    "mlkd": ("teacher_logits",),
+    "imlkd": ("saliency", "integrated_logits", "integrated_embedding"),
+}
+_TEACHER_KEYS = ("teacher_logits", "teacher_embedding", "saliency", "integrated_logits", "integrated_embedding")
+
+
 class CacheBatches(Dataset):
     """Item = a batch of cache rows: replayed fbank crops plus the teacher's cached outputs.
 
+    ``teacher`` names the outputs to read (keys of the batch; ``TEACHER_INPUTS[loss]``); by default the
+    logits and embeddings, plus the saliency maps and integrated outputs when ``with_saliency``.
     The cache is opened lazily in each DataLoader worker (TeacherCache pickles as its URL).
     """
 
     def __init__(self, cache: TeacherCache, corpus: Corpus, features: FeatureConfig, augmenter: Augmenter | None,
-                 with_saliency: bool) -> None:
+                 with_saliency: bool, teacher: tuple[str, ...] | None = None) -> None:
         self.cache = cache
         self.corpus = corpus
         self.features = features
         self.augmenter = augmenter
         self.with_saliency = with_saliency
         self.logits_mode = cache.layout.logits_mode
+        if teacher is None:
+            teacher = _TEACHER_KEYS if with_saliency else _TEACHER_KEYS[:2]
+        unknown = set(teacher) - set(_TEACHER_KEYS)
+        if unknown:
+            raise ValueError(f"unknown teacher outputs {sorted(unknown)}; choose from {_TEACHER_KEYS}")
+        self.teacher = tuple(teacher)
 
     def __len__(self) -> int:  # items are addressed by row arrays from the sampler
         return len(self.cache)
@@ -170,16 +191,16 @@ class CacheBatches(Dataset):
             )
             for k in range(len(rows))
         ])
-        batch = {
-            "feats": feats,
-            "label": torch.from_numpy(recipe[sc.ROW_LABEL].astype(np.int64)),
-            "teacher_logits": torch.from_numpy(self.cache.logits(rows)),
-            "teacher_embedding": torch.from_numpy(self.cache.embeddings(rows)),
+        batch = {"feats": feats, "label": torch.from_numpy(recipe[sc.ROW_LABEL].astype(np.int64))}
+        read = {
+            "teacher_logits": self.cache.logits,
+            "teacher_embedding": self.cache.embeddings,
+            "saliency": self.cache.saliency,
+            "integrated_logits": self.cache.integrated_logits,
+            "integrated_embedding": self.cache.integrated_embeddings,
         }
-        if self.with_saliency:
-            batch["saliency"] = torch.from_numpy(self.cache.saliency(rows).astype(np.float32))
-            batch["integrated_logits"] = torch.from_numpy(self.cache.integrated_logits(rows))
-            batch["integrated_embedding"] = torch.from_numpy(self.cache.integrated_embeddings(rows))
+        for key in self.teacher:
+            batch[key] = torch.from_numpy(read[key](rows))  # float32
         return batch
 
 
@@ -216,13 +237,14 @@ def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: d
     known = labels >= 0
     ce = F.cross_entropy(logits, labels, ignore_index=-1) if known.any() else logits.sum() * 0.0
     terms: dict[str, torch.Tensor] = {"ce": ce}
-    t_logits = batch["teacher_logits"]
+    t_logits = batch.get("teacher_logits")  # absent for losses that do not use it (TEACHER_INPUTS)
     if cfg.loss == "embedding":
         terms["emb"] = cfg.kd_weight * L.embedding_loss(out["projected"], batch["teacher_embedding"])
     elif cfg.loss == "kd":
         terms["kd"] = cfg.kd_weight * L.kd_loss(logits, t_logits, cfg.temperature)
     elif cfg.loss == "dkd":
-        target = torch.where(known, labels, t_logits.argmax(dim=1))
+        # the teacher's top class stands in for unknown speakers (label -1); skip the [B, S] argmax if none
+        target = labels if bool(known.all()) else torch.where(known, labels, t_logits.argmax(dim=1))
         t_margin = L.apply_teacher_margin(t_logits, target, cfg.teacher_margin, teacher_scale)
         tckd, nckd = L.dkd_terms(logits, t_margin, target, cfg.temperature)
         ramp = min((epoch + 1) / cfg.warmup_epochs, 1.0)
@@ -282,7 +304,8 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
         sampler = _RestrictedSampler(sampler, usable)
     if len(sampler) < 1:
         raise KdcacheError(f"--batch-size {cfg.batch_size} is larger than the cache's rows per process; lower it")
-    dataset = CacheBatches(cache, corpus, features, augmenter, with_saliency=cfg.loss == "imlkd")
+    dataset = CacheBatches(cache, corpus, features, augmenter, with_saliency=cfg.loss == "imlkd",
+                           teacher=TEACHER_INPUTS[cfg.loss])
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.student, **cfg.model_args)
