@@ -51,14 +51,16 @@ def augment_config(noise, reverb, prob):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Random crop length (2.0 s = 200 frames).")
 @click.option("--crops-per-utt", default=1, show_default=True, type=click.IntRange(1), help="Random crops of each utterance per epoch.")
-@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="Initial learning rate (decays exponentially to 5e-5).")
+@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="Initial learning rate.")
+@click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Learning rate at the end (exponential decay from --lr; WeSpeaker: 5e-5 after 150 epochs).")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Final AAM margin (ramped from 0).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
-def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seconds, crops_per_utt, lr, margin, seed,
+def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seconds, crops_per_utt, lr, final_lr, margin, seed,
                       augment_noise, augment_reverb, augment_prob, num_workers, resume, device) -> None:
     """Train a speaker model with AAM-softmax on fresh random crops (WeSpeaker's recipe, scaled to
     --epochs): SGD Nesterov, exponential LR with warm-up, margin 0 -> 0.2, checkpoint every epoch."""
@@ -66,7 +68,7 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
 
     out_dir = train_teacher(TeacherTrainConfig(
         data=str(data), arch=arch, out=str(out), epochs=epochs, batch_size=batch_size, crop_seconds=crop_seconds,
-        lr=lr, margin=margin, num_workers=num_workers, device=device, seed=seed, resume=resume,
+        lr=lr, final_lr=final_lr, margin=margin, num_workers=num_workers, device=device, seed=seed, resume=resume,
         crops_per_utt=crops_per_utt, model_args=parse_model_args(model_args),
         augment=augment_config(augment_noise, augment_reverb, augment_prob),
     ))
@@ -96,7 +98,9 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
               help="Rows per batch: whole blocks of the cache's --chunk-rows (64) rows.")
-@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial learning rate (exponential decay to 5e-5).")
+@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial learning rate.")
+@click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Learning rate at the end (exponential decay from --lr).")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
 @click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1).")
@@ -119,7 +123,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
-def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, margin, kd_weight, temperature, alpha,
+def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, final_lr, margin, kd_weight, temperature, alpha,
                       beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
                       allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
                       resume, device) -> None:
@@ -138,7 +142,7 @@ def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch
         raise KdcacheError(f"{trials}: trial list not found")
     result = train_student(StudentTrainConfig(
         cache=str(cache), data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
-        epochs=epochs, batch_size=batch_size, lr=lr, margin=margin, num_workers=num_workers, device=device, seed=seed,
+        epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin, num_workers=num_workers, device=device, seed=seed,
         resume=resume, kd_weight=kd_weight, temperature=temperature, alpha=alpha, beta=beta,
         kd_warmup_epochs=kd_warmup_epochs, teacher_margin=teacher_margin,
         temperatures=parse_floats(temperatures, "--temperatures"), eta=eta, embedding_weight=embedding_weight,
