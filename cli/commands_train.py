@@ -22,6 +22,15 @@ def parse_model_args(text: str) -> dict:
     return value
 
 
+def margin_options(func):
+    func = click.option("--margin-full-epoch", default=None, type=click.IntRange(1),
+                        help="1-based epoch from which the margin is final [default: 40/150 of --epochs].")(func)
+    func = click.option("--margin-start-epoch", default=None, type=click.IntRange(1),
+                        help="1-based epoch where the margin ramp starts [default: 20/150 of --epochs]. Short CPU "
+                             "runs learn better with the margin late, or with --margin 0.")(func)
+    return func
+
+
 def augment_options(func):
     func = click.option("--augment-prob", default=0.6, show_default=True, type=click.FloatRange(0, 1),
                         help="Probability that a crop is augmented (reverb or noise).")(func)
@@ -55,12 +64,14 @@ def augment_config(noise, reverb, prob):
 @click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Learning rate at the end (exponential decay from --lr; WeSpeaker: 5e-5 after 150 epochs).")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Final AAM margin (ramped from 0).")
+@margin_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
-def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seconds, crops_per_utt, lr, final_lr, margin, seed,
+def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seconds, crops_per_utt, lr, final_lr, margin,
+                      margin_start_epoch, margin_full_epoch, seed,
                       augment_noise, augment_reverb, augment_prob, num_workers, resume, device) -> None:
     """Train a speaker model with AAM-softmax on fresh random crops (WeSpeaker's recipe, scaled to
     --epochs): SGD Nesterov, exponential LR with warm-up, margin 0 -> 0.2, checkpoint every epoch."""
@@ -68,7 +79,8 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
 
     out_dir = train_teacher(TeacherTrainConfig(
         data=str(data), arch=arch, out=str(out), epochs=epochs, batch_size=batch_size, crop_seconds=crop_seconds,
-        lr=lr, final_lr=final_lr, margin=margin, num_workers=num_workers, device=device, seed=seed, resume=resume,
+        lr=lr, final_lr=final_lr, margin=margin, margin_start_epoch=margin_start_epoch,
+        margin_full_epoch=margin_full_epoch, num_workers=num_workers, device=device, seed=seed, resume=resume,
         crops_per_utt=crops_per_utt, model_args=parse_model_args(model_args),
         augment=augment_config(augment_noise, augment_reverb, augment_prob),
     ))
@@ -102,6 +114,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Learning rate at the end (exponential decay from --lr).")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
+@margin_options
 @click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1).")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
@@ -123,7 +136,8 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
-def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, final_lr, margin, kd_weight, temperature, alpha,
+def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, final_lr, margin,
+                      margin_start_epoch, margin_full_epoch, kd_weight, temperature, alpha,
                       beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
                       allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
                       resume, device) -> None:
@@ -142,7 +156,8 @@ def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch
         raise KdcacheError(f"{trials}: trial list not found")
     result = train_student(StudentTrainConfig(
         cache=str(cache), data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
-        epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin, num_workers=num_workers, device=device, seed=seed,
+        epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin,
+        margin_start_epoch=margin_start_epoch, margin_full_epoch=margin_full_epoch, num_workers=num_workers, device=device, seed=seed,
         resume=resume, kd_weight=kd_weight, temperature=temperature, alpha=alpha, beta=beta,
         kd_warmup_epochs=kd_warmup_epochs, teacher_margin=teacher_margin,
         temperatures=parse_floats(temperatures, "--temperatures"), eta=eta, embedding_weight=embedding_weight,

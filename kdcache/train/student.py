@@ -52,6 +52,8 @@ class StudentTrainConfig:
     lr: float = 0.1
     final_lr: float = 5e-5
     margin: float = 0.2
+    margin_start_epoch: int | None = None  # None: WeSpeaker's 20/150 of the run
+    margin_full_epoch: int | None = None  # None: WeSpeaker's 40/150 of the run
     num_workers: int = 1
     device: str = "auto"
     seed: int = 0
@@ -336,7 +338,8 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             out = runner(batch["feats"], batch["label"], integrated)
         return student_loss(cfg, out, batch, int(math.floor(progress)), float(teacher.get("scale", 32.0)))
 
-    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin)
+    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin,
+                        margin_start_epoch=cfg.margin_start_epoch, margin_full_epoch=cfg.margin_full_epoch)
     fit(
         out_dir=Path(cfg.out), modules={"student": net}, head=head, make_batches=make_batches,
         batches_per_epoch=len(sampler), rows_per_batch=cfg.batch_size, step=step, cfg=optim, ctx=ctx,

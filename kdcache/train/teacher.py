@@ -76,6 +76,8 @@ class TeacherTrainConfig:
     lr: float = 0.1
     final_lr: float = 5e-5
     margin: float = 0.2
+    margin_start_epoch: int | None = None  # None: WeSpeaker's 20/150 of the run
+    margin_full_epoch: int | None = None  # None: WeSpeaker's 40/150 of the run
     num_workers: int = 1
     device: str = "auto"
     seed: int = 0
@@ -131,7 +133,8 @@ def train_teacher(cfg: TeacherTrainConfig) -> Path:
         acc = (logits.argmax(dim=1) == target).float().mean()
         return loss, {"acc": float(acc)}
 
-    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin)
+    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin,
+                        margin_start_epoch=cfg.margin_start_epoch, margin_full_epoch=cfg.margin_full_epoch)
     out = Path(cfg.out)
     fit(
         out_dir=out,
