@@ -107,12 +107,14 @@ class Bench:
         student = build_model(args.student, **json.loads(args.student_args))
         attach_head(student, F.VOX2_SPEAKERS, scale=F.SCALE).update(0.2)
         self.student0 = StudentNet(student, D)
+        self.init_state = copy.deepcopy(self.student0.state_dict())
         self.nets = {}
         for key in VARIANTS:
             net = copy.deepcopy(self.student0)
             opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
             self.nets[key] = (net.train(), opt)
-        self.cfgs = {loss: StudentTrainConfig(cache="", data="", student=args.student, loss=loss, out="", beta=2.0)
+        self.cfgs = {loss: StudentTrainConfig(cache="", data="", student=args.student, loss=loss, out="", beta=2.0,
+                                              teacher_margin=0.2)
                      for loss in ("ce", "dkd", "imlkd")}
         frames = self.features.frames_for_seconds(2.0)
         self.ig_cfg = BuildConfig(data="", teacher="", out="", saliency=True, ig_steps=args.ig_steps,
@@ -154,10 +156,10 @@ class Bench:
         batch["integrated_embedding"] = outs["teacher/integrated_embedding"].repeat(reps, 1)[:B]
         return (B / k - 1.0) * t_k
 
-    def step(self, key: str, batch: dict) -> float:
+    def step(self, key: str, batch: dict, net_key: str | None = None) -> float:
         """One training step as train_student/fit run it; returns extra (extrapolated) seconds."""
         loss, source, _ = VARIANTS[key]
-        net, opt = self.nets[key]
+        net, opt = self.nets[net_key or key]
         extra = self.teacher_online(key, batch) if source == "online" else 0.0
         cfg = self.cfgs[loss]
         for group in opt.param_groups:
@@ -190,6 +192,9 @@ class Bench:
         """
         loss, source, _ = VARIANTS[key]
         whole = steps is None
+        net, opt = self.nets[key]  # every epoch starts from the same weights
+        net.load_state_dict(self.init_state)
+        opt.state.clear()
         r0 = _rusage()
         it = iter(self.loader("ce" if source == "online" else loss))
         n = len(self.sampler)
@@ -209,8 +214,13 @@ class Bench:
         """(wall, CPU) seconds of one step on a batch in memory (online: teacher included). CPU is this
         thread's (torch runs 1 thread here): far less disturbed by other jobs on the machine than wall."""
         b = dict(batch)
+        # every variant steps the same net object from the same weights (and a fresh optimizer state):
+        # only the loss differs, not weights drifting apart or where their memory lies
+        net, opt = self.nets["a"]
+        net.load_state_dict(self.init_state)
+        opt.state.clear()
         c0, t0 = time.thread_time(), time.perf_counter()
-        extra = self.step(key, b)
+        extra = self.step(key, b, net_key="a")
         wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
         return wall + extra, cpu + extra
 

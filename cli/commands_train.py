@@ -121,8 +121,9 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--beta", default=2.0, show_default=True, type=float, help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
 @click.option("--kd-warmup-epochs", default=None, type=click.IntRange(1),
               help="DKD ramp min(epoch/warmup, 1) [default: 20/150 of --epochs, at least 1].")
-@click.option("--teacher-margin", default=0.2, show_default=True, type=float,
-              help="AAM margin put on the cached margin-free teacher target logit for dkd (ENSKD: 0.2).")
+@click.option("--teacher-margin", default=None, type=click.FloatRange(0),
+              help="AAM margin put back on the cached margin-free teacher target logit for dkd [default: the margin "
+                   "the teacher was trained with, from the cache's provenance; ENSKD: 0.2].")
 @click.option("--temperatures", default="1,2,3,4,5", show_default=True, help="MLKD/IML-KD temperatures.")
 @click.option("--eta", default=1.0, show_default=True, type=float, help="IML-KD weight of the KD terms.")
 @click.option("--embedding-weight", default=1.0, show_default=True, type=float, help="IML-KD weight of ||P e_s - e_t||^2.")

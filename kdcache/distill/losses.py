@@ -191,19 +191,27 @@ def embedding_distance(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- DKD
 
 
-def _decouple(z: Tensor, gt: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+def _decouple(z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Split tempered logits ``z [B, C]`` into DKD's two distributions, in log space.
 
     Returns ``log_b [B, 2]`` = log [p_target, sum of the others] and ``log_n [B, C]`` =
     log-softmax over the non-target classes, 0 on the target column (so it contributes 0).
     Working in log space keeps both finite when the non-target mass underflows (AAM logits).
+    This is :func:`_lse_parts` on the logits with the target masked, written out so that ``log_n``
+    reuses its shifted logits, and the target column is set by scattering one entry per row (a
+    ``[B, C]`` boolean mask cost twice as much): DKD runs on every step, every pass over ``[B, C]`` counts.
     """
-    top, rel = _lse_parts(z.masked_fill(gt, float("-inf")))  # logsumexp over the others
+    col = target.unsqueeze(1)
+    masked = z.scatter(1, col, float("-inf"))
+    top, idx = masked.detach().max(dim=1, keepdim=True)
+    shifted = masked - top  # z - top off the target, -inf on it
+    tail = torch.exp(shifted).scatter(1, idx, 0.0).sum(dim=1, keepdim=True)
+    rel = torch.log1p(tail + torch.expm1(shifted.gather(1, idx)))  # logsumexp over the others = top + rel
     # r = log(mass of the others / target probability); logsigmoid keeps
     # log(1 - 1e-20) = -1e-20 where log(p_target) would round to 0
-    r = (top - z.gather(1, target.unsqueeze(1))) + rel
+    r = (top - z.gather(1, col)) + rel
     log_b = torch.cat([F.logsigmoid(-r), F.logsigmoid(r)], dim=1)
-    log_n = ((z - top) - rel).masked_fill(gt, 0.0)
+    log_n = (shifted - rel).scatter(1, col, 0.0)
     return log_b, log_n
 
 
@@ -229,9 +237,11 @@ def dkd_terms(
     temp = _check_temperature(temperature)
     with _full_precision(s):
         s, t = _upcast(s, t)
-        gt = F.one_hot(target, classes).bool()
-        log_b_s, log_n_s = _decouple(s / temp, gt, target)
-        log_b_t, log_n_t = _decouple(t / temp, gt, target)
+        # z / 1 is z exactly: skip the pass (T = 1 is ENSKD's setting)
+        log_b_s, log_n_s = _decouple(s if temp == 1.0 else s / temp, target)
+        # the teacher side needs no graph unless the caller differentiates through the teacher too
+        with torch.set_grad_enabled(torch.is_grad_enabled() and t.requires_grad):
+            log_b_t, log_n_t = _decouple(t if temp == 1.0 else t / temp, target)
         scale = temp * temp / batch
         tckd = _row_kl(log_b_t, log_b_s).sum() * scale
         nckd = _row_kl(log_n_t, log_n_s).sum() * scale

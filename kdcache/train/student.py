@@ -63,7 +63,7 @@ class StudentTrainConfig:
     alpha: float = 1.0
     beta: float = 2.0
     kd_warmup_epochs: int | None = None
-    teacher_margin: float = 0.2
+    teacher_margin: float | None = None  # None: the margin the teacher was trained with (cache provenance)
     temperatures: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0)
     eta: float = 1.0
     embedding_weight: float = 1.0
@@ -319,6 +319,9 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             net, device_ids=[ctx.device] if ctx.device.type == "cuda" else None, find_unused_parameters=cfg.loss != "embedding" and cfg.loss != "imlkd"
         )
     integrated_mode = (settings.get("saliency") or {}).get("integrated_input", "attribution")
+    if cfg.teacher_margin is None:
+        # ENSKD puts the teacher's own training margin back on its target logit.
+        cfg.teacher_margin = float(teacher.get("margin", 0.2))
 
     def make_batches(epoch: int):
         sampler.set_epoch(epoch)
