@@ -109,7 +109,7 @@ def main() -> None:
                               teacher=str(ig_teacher_dir if saliency else teacher_dir), out=str(out),
                               crops_per_utt=1 if saliency else crops, saliency=saliency, ig_steps=args.ig_steps,
                               batch_size=ig_batch if saliency else args.batch_size,
-                              shard_rows=ig_rows if saliency else 4096, chunk_rows=16 if saliency else 64,
+                              shard_rows=ig_rows if saliency else 4096, chunk_rows=min(16, ig_rows) if saliency else 64,
                               num_workers=1, device="cpu", show_progress=False)
             c0 = _cpu()
             summary = build_teacher_cache(cfg)

@@ -37,6 +37,10 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+try:
+    _LOAD_AT_START: list[float] | None = list(os.getloadavg())  # when the benchmark started (imported this)
+except OSError:
+    _LOAD_AT_START = None
 
 
 # ----------------------------------------------------------------------------- settings
@@ -85,10 +89,7 @@ def machine() -> dict[str, Any]:
         "zarr": zarr.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    try:
-        info["loadavg_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
+    info["loadavg_at_start"] = _LOAD_AT_START
     return info
 
 
