@@ -15,7 +15,6 @@ mass that top-k storage would leave out (why kdcache stores every logit).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

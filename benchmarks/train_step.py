@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402  (first: it sets the BLAS thread count before numpy loads)
 import fixtures as F  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402

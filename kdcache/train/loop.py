@@ -16,7 +16,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,29 @@ def lr_at(progress: float, cfg: OptimConfig) -> float:
     if cfg.warmup_epochs and progress < cfg.warmup_epochs:
         lr *= max(progress / cfg.warmup_epochs, 1e-3)
     return lr
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Settings every training run shares (teacher and student)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    final_lr: float = 5e-5
+    margin: float = 0.2
+    margin_start_epoch: int | None = None  # None: WeSpeaker's 20/150 of the run
+    margin_full_epoch: int | None = None  # None: WeSpeaker's 40/150 of the run
+    num_workers: int = 1
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    model_args: dict[str, Any] = field(default_factory=dict)
+    show_progress: bool = True
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(epochs=self.epochs, lr=self.lr, final_lr=self.final_lr, margin=self.margin,
+                           margin_start_epoch=self.margin_start_epoch, margin_full_epoch=self.margin_full_epoch)
 
 
 StepFn = Callable[[Any, float], tuple[torch.Tensor, dict[str, float]]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +33,20 @@ from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.train.distributed import init_distributed
-from kdcache.train.loop import OptimConfig, fit
+from kdcache.train.loop import RunConfig, fit
 from kdcache.train.teacher import autocast_for
 
 LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")
 
 
-@dataclass
-class StudentTrainConfig:
+@dataclass(kw_only=True)
+class StudentTrainConfig(RunConfig):
     cache: str
     data: str
     student: str
     loss: str
     out: str
-    model_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
     batch_size: int = 128
-    lr: float = 0.1
-    final_lr: float = 5e-5
-    margin: float = 0.2
-    margin_start_epoch: int | None = None  # None: WeSpeaker's 20/150 of the run
-    margin_full_epoch: int | None = None  # None: WeSpeaker's 40/150 of the run
-    num_workers: int = 1
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
     kd_weight: float = 1.0
     temperature: float = 1.0
     alpha: float = 1.0
@@ -70,7 +59,6 @@ class StudentTrainConfig:
     verify_inputs: int = 0
     allow_incomplete: bool = False
     augment: AugmentConfig | None = None
-    show_progress: bool = True
 
     def check(self) -> None:
         if self.loss not in LOSSES:
@@ -341,8 +329,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             out = runner(batch["feats"], batch["label"], integrated)
         return student_loss(cfg, out, batch, int(math.floor(progress)), float(teacher.get("scale", 32.0)))
 
-    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin,
-                        margin_start_epoch=cfg.margin_start_epoch, margin_full_epoch=cfg.margin_full_epoch)
+    optim = cfg.optim()
     fit(
         out_dir=Path(cfg.out), modules={"student": net}, head=head, make_batches=make_batches,
         batches_per_epoch=len(sampler), rows_per_batch=cfg.batch_size, step=step, cfg=optim, ctx=ctx,

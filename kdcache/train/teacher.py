@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.train.distributed import DistContext, init_distributed
-from kdcache.train.loop import OptimConfig, fit
+from kdcache.train.loop import RunConfig, fit
 
 
 class SpeakerClassifier(nn.Module):
@@ -65,28 +64,15 @@ def autocast_for(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-@dataclass
-class TeacherTrainConfig:
+@dataclass(kw_only=True)
+class TeacherTrainConfig(RunConfig):
     data: str
     arch: str
     out: str
-    epochs: int = 10
-    batch_size: int = 64
     crop_seconds: float = 2.0
-    lr: float = 0.1
-    final_lr: float = 5e-5
-    margin: float = 0.2
-    margin_start_epoch: int | None = None  # None: WeSpeaker's 20/150 of the run
-    margin_full_epoch: int | None = None  # None: WeSpeaker's 40/150 of the run
-    num_workers: int = 1
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
     crops_per_utt: int = 1
-    model_args: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    show_progress: bool = True
 
 
 def train_teacher(cfg: TeacherTrainConfig) -> Path:
@@ -133,8 +119,7 @@ def train_teacher(cfg: TeacherTrainConfig) -> Path:
         acc = (logits.argmax(dim=1) == target).float().mean()
         return loss, {"acc": float(acc)}
 
-    optim = OptimConfig(epochs=cfg.epochs, lr=cfg.lr, final_lr=cfg.final_lr, margin=cfg.margin,
-                        margin_start_epoch=cfg.margin_start_epoch, margin_full_epoch=cfg.margin_full_epoch)
+    optim = cfg.optim()
     out = Path(cfg.out)
     fit(
         out_dir=out,
