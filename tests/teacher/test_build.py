@@ -309,3 +309,30 @@ def test_cache_of_another_format_version_is_refused(dense_cache, tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(KdcacheError, match="99"):
         TeacherCache.open(copy).logits(slice(0, 2))
+
+
+def test_augmented_cache_replays_the_exact_inputs(tiny_corpus, tiny_teacher, tmp_path):
+    """Every augmentation choice comes from the row's seed: a re-run replays the teacher's input bit for
+    bit (input crc), the student needs the same noise/RIR sets, and a different set is refused."""
+    from kdcache.data.augment import AugmentConfig, Augmenter
+    from kdcache.train.student import StudentTrainConfig, train_student
+
+    augment = AugmentConfig(noise_dir=str(tiny_corpus / "noise"), reverb_dir=str(tiny_corpus / "rir"), prob=1.0)
+    out = tmp_path / "aug.zarr"
+    build(tiny_corpus, tiny_teacher, out, augment=augment)
+    cache = TeacherCache.open(out)
+    assert cache.settings["augment"] == Augmenter(augment).manifest()
+    report = recompute_rows(cache, load_corpus(tiny_corpus / "train"), str(tiny_teacher), sample=len(cache),
+                            augmenter=Augmenter(augment))
+    assert report.crc_mismatches == [] and report.ok()
+    plain = recompute_rows(cache, load_corpus(tiny_corpus / "train"), str(tiny_teacher), sample=16)
+    assert len(plain.crc_mismatches) == 16  # without the augmentation the inputs differ
+    student = dict(cache=str(out), data=str(tiny_corpus / "train"), student="xvector", loss="kd",
+                   model_args={"hid_dim": 16, "stats_dim": 24, "embed_dim": 8}, epochs=1, batch_size=16,
+                   num_workers=0, device="cpu", show_progress=False, verify_inputs=8)
+    train_student(StudentTrainConfig(out=str(tmp_path / "s"), augment=augment, **student))
+    with pytest.raises(KdcacheError, match="augmentation"):
+        train_student(StudentTrainConfig(out=str(tmp_path / "s2"), **student))
+    other = AugmentConfig(noise_dir=str(tiny_corpus / "noise"), reverb_dir=None, prob=1.0)
+    with pytest.raises(KdcacheError, match="augmentation"):
+        train_student(StudentTrainConfig(out=str(tmp_path / "s3"), augment=other, **student))
