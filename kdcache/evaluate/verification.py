@@ -16,7 +16,7 @@ from kdcache.data.trials import read_trials
 from kdcache.errors import KdcacheError
 from kdcache.evaluate.embed import extract_embeddings, speaker_means
 from kdcache.evaluate.metrics import compute_eer, compute_min_dcf
-from kdcache.evaluate.scoring import as_norm, cosine_scores
+from kdcache.evaluate.scoring import EmbeddingTable, score_trials
 from kdcache.models.checkpoint import load_model_dir
 
 
@@ -52,9 +52,6 @@ def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
                 raise KdcacheError(f"{cfg.trials}:{line}: utterance {utt!r} is not in the corpus {cfg.data}")
     needed = sorted({t.enroll for t in trials} | {t.test for t in trials})
     ids, emb = extract_embeddings(model, corpus, features, device, ids=needed, show_progress=cfg.show_progress)
-    row = {utt: i for i, utt in enumerate(ids)}
-    enroll = emb[[row[t.enroll] for t in trials]]
-    test = emb[[row[t.test] for t in trials]]
     mean = None
     cohort_emb = None
     if cfg.cohort:
@@ -62,10 +59,13 @@ def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
         c_ids, c_emb = extract_embeddings(model, cohort_corpus, features, device, show_progress=cfg.show_progress)
         mean = c_emb.mean(0)
         cohort_emb = speaker_means(c_ids, c_emb - mean, cohort_corpus)
-    scores = cosine_scores(enroll, test, mean=mean)
-    if cfg.score_norm == "asnorm":
-        centred = (lambda e: e - mean) if mean is not None else (lambda e: e)
-        scores = as_norm(scores, centred(enroll), centred(test), cohort_emb, top_n=cfg.top_n)
+    # Centred once here: the cosine of centred embeddings is cosine_scores(..., mean), and the cohort
+    # (speaker means of centred embeddings) is compared with centred embeddings.
+    table = EmbeddingTable(ids, emb - mean if mean is not None else emb)
+    scores = score_trials(
+        table, [t.enroll for t in trials], [t.test for t in trials],
+        cohort_emb=cohort_emb if cfg.score_norm == "asnorm" else None, top_n=cfg.top_n,
+    )
     labels = np.array([t.target for t in trials], dtype=bool)
     scores_np = scores.double().numpy()
     return {

@@ -14,7 +14,6 @@ from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.teacher.saliency import multi_duration_saliency
-from kdcache.train.distributed import DistContext, init_distributed
+from kdcache.train.distributed import DistContext, autocast_for, init_distributed
 
 
 @dataclass
@@ -179,9 +178,7 @@ class TeacherRunner:
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats [B, T, F] -> (margin-free logits [B, S], embeddings [B, D]) float32."""
-        with torch.inference_mode(), torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
+        with torch.inference_mode(), autocast_for(self.device):
             emb = self.model(feats)
             logits = self.model.projection.cosine_logits(emb)
         return logits.float(), emb.float()
@@ -250,7 +247,7 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
         "label": labels[rows.utterance],
         "aug_seed": rows.aug_seed,
     }
-    writer = _open_writer(cfg, ctx, layout, corpus, recipe_arrays, head, attrs)
+    writer = _open_writer(cfg, ctx, layout, tconf.speakers, corpus, recipe_arrays, head, attrs)
     pending = writer.pending_shards(ctx.rank, ctx.world_size)
     mine = [s for s in range(layout.num_shards) if s % ctx.world_size == ctx.rank]
     summary = BuildSummary(rows=len(rows), shards_written=0, shards_skipped=len(mine) - len(pending), bad_rows=0,
@@ -268,12 +265,13 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
     return summary
 
 
-def _open_writer(cfg, ctx: DistContext, layout, corpus: Corpus, recipe_arrays, head, attrs) -> CacheWriter:
+def _open_writer(cfg, ctx: DistContext, layout, speakers: list[str], corpus: Corpus, recipe_arrays, head,
+                 attrs) -> CacheWriter:
     """Rank 0 creates (or checks and reopens) the cache; the other ranks open it after a barrier."""
     def create() -> CacheWriter:
         return CacheWriter.create(
             cfg.out, layout,
-            speakers=list(attrs_speakers(cfg)),
+            speakers=list(speakers),
             utterance_ids=[u.id for u in corpus.utterances],
             utterance_speakers=[u.speaker for u in corpus.utterances],
             utterance_num_samples=corpus.num_samples,
@@ -286,12 +284,6 @@ def _open_writer(cfg, ctx: DistContext, layout, corpus: Corpus, recipe_arrays, h
     if not ctx.is_main:
         writer = CacheWriter.open_for_resume(cfg.out)
     return writer
-
-
-def attrs_speakers(cfg: BuildConfig) -> list[str]:
-    from kdcache.models.checkpoint import read_config
-
-    return read_config(Path(cfg.teacher)).speakers
 
 
 def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, duration_frames,

@@ -52,6 +52,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def autocast_for(device: torch.device):
+    """bf16 autocast for the models on GPU; a no-op context on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the ``torchrun`` process group if one is described by the environment.
 

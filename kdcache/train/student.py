@@ -32,9 +32,8 @@ from kdcache.distill.integrated import integrated_inputs
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
-from kdcache.train.distributed import init_distributed
+from kdcache.train.distributed import autocast_for, init_distributed
 from kdcache.train.loop import RunConfig, fit
-from kdcache.train.teacher import autocast_for
 
 LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")
 
@@ -378,7 +377,8 @@ def _augmenter_for(config: AugmentConfig | None, recorded: Any) -> Augmenter | N
 
 def _done_rows(cache: TeacherCache) -> np.ndarray:
     done = cache.done()
-    parts = [np.arange(*cache.layout.shard_slice(s).indices(len(cache))[:2]) for s in np.flatnonzero(done)]
+    slices = [cache.layout.shard_slice(int(s)) for s in np.flatnonzero(done)]
+    parts = [np.arange(sl.start, sl.stop) for sl in slices]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 

@@ -18,7 +18,7 @@ from kdcache.data.features import FeatureConfig
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
-from kdcache.train.distributed import DistContext, init_distributed
+from kdcache.train.distributed import DistContext, autocast_for, init_distributed
 from kdcache.train.loop import RunConfig, fit
 
 
@@ -57,11 +57,6 @@ def epoch_loader(
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
     )
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast for the models on GPU; a no-op context on CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @dataclass(kw_only=True)
