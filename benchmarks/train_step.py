@@ -165,7 +165,7 @@ class Bench:
             group["lr"] = 0.01
         integrated = integrated_inputs(batch["feats"], batch["saliency"], self.integrated_mode) if loss == "imlkd" else None
         out = net(batch["feats"], batch["label"], integrated)
-        total, logs = student_loss(cfg, out, batch, 5, self.scale)
+        total, logs = student_loss(cfg, out, batch, 5.0, self.scale)
         if not torch.isfinite(total):
             raise RuntimeError(f"{key}: loss is {total}")
         opt.zero_grad(set_to_none=True)

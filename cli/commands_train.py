@@ -119,8 +119,9 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1).")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
 @click.option("--beta", default=2.0, show_default=True, type=float, help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
-@click.option("--kd-warmup-epochs", default=None, type=click.IntRange(1),
-              help="DKD ramp min(epoch/warmup, 1) [default: 20/150 of --epochs, at least 1].")
+@click.option("--kd-warmup-epochs", default=None, type=click.FloatRange(0),
+              help="DKD weight ramps linearly per step over this many epochs, min(progress/warmup, 1) "
+                   "[default: ENSKD's 20/150 of --epochs; 0: full weight from the first step].")
 @click.option("--teacher-margin", default=None, type=click.FloatRange(0),
               help="AAM margin put back on the cached margin-free teacher target logit for dkd [default: the margin "
                    "the teacher was trained with, from the cache's provenance; ENSKD: 0.2].")

@@ -8,7 +8,6 @@ from the cache in the same worker. Losses (``kdcache.distill``): ce, embedding, 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ class StudentTrainConfig(RunConfig):
     temperature: float = 1.0
     alpha: float = 1.0
     beta: float = 2.0
-    kd_warmup_epochs: int | None = None
+    kd_warmup_epochs: float | None = None
     teacher_margin: float | None = None  # None: the margin the teacher was trained with (cache provenance)
     temperatures: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0)
     eta: float = 1.0
@@ -71,11 +70,20 @@ class StudentTrainConfig(RunConfig):
             raise KdcacheError("--alpha, --kd-weight and --embedding-weight must not be negative")
 
     @property
-    def warmup_epochs(self) -> int:
-        """DKD warm-up: ENSKD's 20 of 150 epochs, scaled to the run (at least 1)."""
+    def warmup_epochs(self) -> float:
+        """DKD warm-up in epochs: ENSKD's 20 of 150, scaled to the run (a 6-epoch run ramps over 0.8)."""
         if self.kd_warmup_epochs is not None:
-            return max(int(self.kd_warmup_epochs), 1)
-        return max(1, round(20 * self.epochs / 150))
+            return float(self.kd_warmup_epochs)
+        return 20 * self.epochs / 150
+
+    def kd_ramp(self, progress: float) -> float:
+        """The DKD weight min(progress / warm-up, 1) at ``progress`` epochs done (fractional: per step).
+
+        mdistiller ramps once per epoch (min(epoch / 20, 1) over 240 epochs); a run of a few epochs needs
+        the same linear ramp per step, or its first epoch jumps straight to full weight."""
+        if self.warmup_epochs <= 0:
+            return 1.0
+        return min(max(progress, 0.0) / self.warmup_epochs, 1.0)
 
 
 # ----------------------------------------------------------------------------- cache x corpus
@@ -219,8 +227,8 @@ class StudentNet(nn.Module):
 
 
 def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-                 epoch: int, teacher_scale: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of ``cfg.loss`` for one batch, and each term for the log (all float32)."""
+                 progress: float, teacher_scale: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of ``cfg.loss`` for one batch at ``progress`` epochs done, and each term for the log."""
     labels = batch["label"]
     logits = out["logits"].float()
     known = labels >= 0
@@ -236,7 +244,7 @@ def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: d
         target = labels if bool(known.all()) else torch.where(known, labels, t_logits.argmax(dim=1))
         t_margin = L.apply_teacher_margin(t_logits, target, cfg.teacher_margin, teacher_scale)
         tckd, nckd = L.dkd_terms(logits, t_margin, target, cfg.temperature)
-        ramp = min((epoch + 1) / cfg.warmup_epochs, 1.0)
+        ramp = cfg.kd_ramp(progress)
         terms["tckd"] = ramp * cfg.alpha * tckd
         terms["nckd"] = ramp * cfg.beta * nckd
     elif cfg.loss == "mlkd":
@@ -326,7 +334,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             integrated = integrated_inputs(batch["feats"], batch["saliency"], integrated_mode)
         with autocast_for(ctx.device):
             out = runner(batch["feats"], batch["label"], integrated)
-        return student_loss(cfg, out, batch, int(math.floor(progress)), float(teacher.get("scale", 32.0)))
+        return student_loss(cfg, out, batch, progress, float(teacher.get("scale", 32.0)))
 
     optim = cfg.optim()
     fit(

@@ -64,16 +64,17 @@ def test_every_loss_trains_a_student_from_the_cache_alone(caches, tiny_corpus, t
 
 def test_dkd_loss_term_is_mdistiller_dkd_on_margin_logits():
     """The trainer's dkd term is alpha*TCKD + beta*NCKD of the student AAM logits against the cached
-    teacher logits with the teacher margin put back on the target, ramped by min((epoch+1)/warmup, 1)."""
+    teacher logits with the teacher margin put back on the target, ramped per step by min(progress/warmup, 1)."""
     torch.manual_seed(0)
     cfg = StudentTrainConfig(cache="c", data="d", student="xvector", loss="dkd", out="o", alpha=1.0, beta=8.0,
                              temperature=1.0, epochs=30, teacher_margin=0.2)
     assert cfg.warmup_epochs == 4
+    assert [cfg.kd_ramp(p) for p in (0.0, 1.0, 3.0, 4.0, 9.5)] == [0.0, 0.25, 0.75, 1.0, 1.0]
     cos_t = torch.rand(6, 10) * 2 - 1
     labels = torch.tensor([0, 3, 9, 2, 2, 5])
     out = {"logits": 32 * (torch.rand(6, 10) * 2 - 1), "projected": torch.randn(6, 4), "embedding": torch.randn(6, 4)}
     batch = {"label": labels, "teacher_logits": 32 * cos_t, "teacher_embedding": torch.randn(6, 4)}
-    total, logs = student_loss(cfg, out, batch, epoch=1, teacher_scale=32.0)
+    total, logs = student_loss(cfg, out, batch, progress=2.0, teacher_scale=32.0)
     t_margin = L.apply_teacher_margin(32 * cos_t, labels, 0.2, 32.0)
     tckd, nckd = L.dkd_terms(out["logits"], t_margin, labels, 1.0)
     ramp = 2 / 4
