@@ -33,7 +33,7 @@ from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.teacher.saliency import multi_duration_saliency
-from kdcache.train.distributed import DistContext, autocast_for, init_distributed
+from kdcache.distributed import DistContext, autocast_for, init_distributed
 
 
 @dataclass

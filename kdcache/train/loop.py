@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from kdcache.errors import KdcacheError
 from kdcache.models.projection import ArcMarginProduct, MarginScheduler
-from kdcache.train.distributed import DistContext, all_reduce_mean
+from kdcache.distributed import DistContext, all_reduce_mean
 
 CHECKPOINT_NAME = "last.pt"
 LOG_NAME = "train_log.jsonl"

@@ -31,7 +31,7 @@ from kdcache.distill.integrated import integrated_inputs
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
-from kdcache.train.distributed import autocast_for, init_distributed
+from kdcache.distributed import autocast_for, init_distributed
 from kdcache.train.loop import RunConfig, fit
 
 LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")

@@ -18,7 +18,7 @@ from kdcache.data.features import FeatureConfig
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
-from kdcache.train.distributed import DistContext, autocast_for, init_distributed
+from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.train.loop import RunConfig, fit
 
 
