@@ -116,7 +116,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
 @margin_options
 @click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
-@click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1).")
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
 @click.option("--beta", default=2.0, show_default=True, type=float, help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
 @click.option("--kd-warmup-epochs", default=None, type=click.FloatRange(0),
