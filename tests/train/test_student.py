@@ -159,3 +159,30 @@ def test_two_rank_torchrun_training(caches, tiny_corpus, tmp_path):
     # 128 rows, 2 ranks x 32 rows per step: 2 steps per epoch on each rank
     assert [r["iterations"] for r in log] == [2, 4]
     load_model_dir(out)
+
+
+def test_a_batch_pairs_each_replayed_crop_with_its_own_teacher_row(caches, tiny_corpus, tiny_teacher):
+    """The phase-2 data path: the teacher re-run on a batch's replayed crops gives that batch's cached
+    outputs, for rows out of order and across shards (a misaligned batch would teach the wrong crop)."""
+    from kdcache.cache.reader import TeacherCache
+    from kdcache.data.corpus import load_corpus
+    from kdcache.data.features import FeatureConfig
+    from kdcache.train.student import CacheBatches
+
+    cache = TeacherCache.open(str(caches["dense"]))
+    batches = CacheBatches(cache, load_corpus(tiny_corpus / "train"),
+                           FeatureConfig.from_dict(cache.settings["features"]), None, with_saliency=False)
+    rows = np.array([len(cache) - 1, 70, 5, 100, 0, 64, 33])  # 64 rows per shard
+    batch = batches[rows]
+    labels = cache.recipes(slice(None))["label"]
+    assert batch["label"].tolist() == labels[rows].tolist()
+    teacher, _ = load_model_dir(tiny_teacher)
+    with torch.no_grad():
+        embedding = teacher(batch["feats"])
+        logits = teacher.projection.cosine_logits(embedding)
+    assert (logits - batch["teacher_logits"]).abs().max() < 0.05  # float16 storage of |logits| <= 32
+    cos = torch.nn.functional.cosine_similarity(embedding, batch["teacher_embedding"], dim=1)
+    assert cos.min() > 0.999
+    shuffled = batches[rows[::-1]]  # same rows, other order: same pairs
+    assert torch.equal(shuffled["teacher_logits"], batch["teacher_logits"].flip(0))
+    assert torch.equal(shuffled["feats"], batch["feats"].flip(0))
