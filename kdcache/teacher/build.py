@@ -10,8 +10,8 @@ skipped on a rerun; under ``torchrun`` rank r takes shards s with s % world_size
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,10 +30,10 @@ from kdcache.data.crops import CropPlan, plan_rows
 from kdcache.data.datasets import ReplayDataset, worker_init
 from kdcache.data.features import FeatureConfig
 from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
+from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.teacher.saliency import multi_duration_saliency
-from kdcache.distributed import DistContext, autocast_for, init_distributed
 
 
 @dataclass

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdcache.distributed import DistContext, all_reduce_mean
 from kdcache.errors import KdcacheError
 from kdcache.models.projection import ArcMarginProduct, MarginScheduler
-from kdcache.distributed import DistContext, all_reduce_mean
 
 CHECKPOINT_NAME = "last.pt"
 LOG_NAME = "train_log.jsonl"

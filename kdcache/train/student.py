@@ -24,14 +24,20 @@ from kdcache.cache.reader import TeacherCache
 from kdcache.cache.sampler import BlockSampler
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
-from kdcache.data.datasets import replay_waveform, waveform_crc, worker_init
+from kdcache.data.datasets import (
+    ReplayDataset,
+    replay_waveform,
+    waveform_crc,
+    worker_init,
+)
 from kdcache.data.features import FeatureConfig, compute_fbank
 from kdcache.distill import losses as L
 from kdcache.distill.integrated import integrated_inputs
+from kdcache.distributed import autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
-from kdcache.distributed import autocast_for, init_distributed
+from kdcache.teacher.recompute import recipe_arrays
 from kdcache.train.loop import RunConfig, fit
 
 LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")
@@ -120,12 +126,11 @@ def verify_replayed_inputs(cache: TeacherCache, corpus: Corpus, augmenter: Augme
     """Recompute the input crc of ``count`` random rows; refuse on any difference. Returns rows checked."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(cache), size=min(count, len(cache)), replace=False))
-    rec = cache.read([sc.ROW_UTTERANCE, sc.ROW_START, sc.ROW_NUM_SAMPLES, sc.ROW_AUG_SEED, sc.ROW_INPUT_CRC], rows)
+    recipes = recipe_arrays(cache, corpus, rows)
+    replay = ReplayDataset(corpus, recipes, FeatureConfig.from_dict(cache.settings["features"]), augmenter)
     for k, row in enumerate(rows):
-        wave = replay_waveform(corpus, int(rec[sc.ROW_UTTERANCE][k]), int(rec[sc.ROW_START][k]),
-                               int(rec[sc.ROW_NUM_SAMPLES][k]), int(rec[sc.ROW_AUG_SEED][k]), augmenter)
-        if waveform_crc(wave) != int(rec[sc.ROW_INPUT_CRC][k]):
-            utt = corpus.utterances[int(rec[sc.ROW_UTTERANCE][k])]
+        if waveform_crc(replay.waveform(k)) != int(recipes["input_crc"][k]):
+            utt = corpus.utterances[int(recipes["utterance"][k])]
             raise KdcacheError(
                 f"row {int(row)}: the replayed input differs from the teacher's (audio {utt.path} changed since "
                 "the cache was built, or the augmentation sets differ)"

@@ -15,10 +15,10 @@ from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import load_corpus
 from kdcache.data.datasets import RandomCropDataset, worker_init
 from kdcache.data.features import FeatureConfig
+from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
-from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.train.loop import RunConfig, fit
 
 
