@@ -74,6 +74,8 @@ class StudentTrainConfig(RunConfig):
             raise KdcacheError(f"--temperatures must be positive numbers, got {list(self.temperatures)}")
         if self.alpha < 0 or self.kd_weight < 0 or self.embedding_weight < 0:
             raise KdcacheError("--alpha, --kd-weight and --embedding-weight must not be negative")
+        if self.kd_warmup_epochs is not None and not self.kd_warmup_epochs >= 0:
+            raise KdcacheError(f"--kd-warmup-epochs must not be negative, got {self.kd_warmup_epochs}")
 
     @property
     def warmup_epochs(self) -> float:

@@ -70,6 +70,11 @@ def test_dkd_loss_term_is_mdistiller_dkd_on_margin_logits():
                              temperature=1.0, epochs=30, teacher_margin=0.2)
     assert cfg.warmup_epochs == 4
     assert [cfg.kd_ramp(p) for p in (0.0, 1.0, 3.0, 4.0, 9.5)] == [0.0, 0.25, 0.75, 1.0, 1.0]
+    assert StudentTrainConfig(cache="c", data="d", student="x", loss="dkd", out="o", epochs=6).warmup_epochs == 0.8
+    no_ramp = StudentTrainConfig(cache="c", data="d", student="x", loss="dkd", out="o", kd_warmup_epochs=0)
+    assert no_ramp.kd_ramp(0.0) == 1.0
+    with pytest.raises(KdcacheError, match="--kd-warmup-epochs"):
+        StudentTrainConfig(cache="c", data="d", student="x", loss="dkd", out="o", kd_warmup_epochs=-1).check()
     cos_t = torch.rand(6, 10) * 2 - 1
     labels = torch.tensor([0, 3, 9, 2, 2, 5])
     out = {"logits": 32 * (torch.rand(6, 10) * 2 - 1), "projected": torch.randn(6, 4), "embedding": torch.randn(6, 4)}
