@@ -6,6 +6,7 @@ against about a thousand for fully random rows (each row decodes its whole inner
 
 The zarr handle is opened lazily, once per process: pickling keeps only the URL, so DataLoader workers
 (fork or spawn) each open their own store (an HTTP session from the parent does not survive a fork).
+A forked child must also keep its hands off the parent's event loops; see _detach_inherited_event_loops.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import selectors
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import unquote, urlparse
 
+import fsspec.asyn
 import numpy as np
 import zarr
+import zarr.core.sync
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
@@ -39,6 +43,38 @@ _MAX_RUN_FRACTION = 0.25
 # a byte of it is decoded: a cache from elsewhere must not pick a decoder (zarr's codec registry can hold
 # third-party codecs, e.g. ones that unpickle).
 ALLOWED_CODECS = frozenset({"bytes", "crc32c", "sharding_indexed", "zstd", "vlen-utf8"})
+
+
+_PARENT_EVENT_LOOPS: list[Any] = []
+
+
+def _remember_event_loops() -> None:
+    """Before a fork (in the parent): note zarr's and fsspec's I/O event loops, which the child inherits."""
+    _PARENT_EVENT_LOOPS[:] = [lp for lp in (zarr.core.sync.loop[0], fsspec.asyn.loop[0]) if lp is not None]
+
+
+def _detach_inherited_event_loops() -> None:
+    """After a fork (in the child): give the inherited loops a selector of the child's own.
+
+    The child shares the parent's epoll instance. When it drops the HTTP sessions it inherited, fsspec's
+    finalizer closes their sockets, and each close unregisters the socket from that shared instance: the
+    parent's loop then never hears from its pooled connections again and its next remote read hangs until
+    aiohttp's 5-minute timeout (seen after a DataLoader worker epoch over HTTP). The child never runs these
+    loops (zarr and fsspec start new ones after a fork), so a private empty selector is all they need.
+    """
+    for lp in _PARENT_EVENT_LOOPS:
+        if isinstance(getattr(lp, "_selector", None), selectors.BaseSelector):
+            lp._selector = selectors.DefaultSelector()
+    _PARENT_EVENT_LOOPS.clear()
+
+
+def _forget_event_loops() -> None:
+    _PARENT_EVENT_LOOPS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_remember_event_loops, after_in_parent=_forget_event_loops,
+                        after_in_child=_detach_inherited_event_loops)
 
 
 def _codec_names(codecs: Any) -> list[str]:

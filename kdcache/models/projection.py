@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from kdcache.errors import KdcacheError
 
-
 _SIN2_FLOOR = 1e-12
 
 

@@ -89,3 +89,45 @@ def test_http_without_consolidated_metadata_fails_clearly(caches: dict[str, Path
             TeacherCache.open(f"{base}/c.zarr")
         with pytest.raises(KdcacheError, match="no kdcache cache"):
             TeacherCache.open(f"{base}/nothing.zarr")
+
+
+# The parent reads over HTTP, a forked worker drops the handle it inherited (as a DataLoader worker does),
+# collects it and reads on its own; then the parent reads again. Run in a subprocess: a hung read there
+# fails this test in a minute instead of blocking the suite for aiohttp's 5-minute timeout.
+_PARENT_READS_AFTER_A_FORKED_WORKER = """
+import gc, multiprocessing as mp, sys
+import numpy as np
+from kdcache.cache import TeacherCache
+from tests.cache.http_server import serve_directory
+
+def worker(cache, queue):
+    rows = cache.logits(np.r_[0:8])  # reopens: drops the inherited handle, and fsspec its filesystems
+    gc.collect()  # collects the parent's HTTP session; its finalizer closes the inherited sockets
+    queue.put(rows)
+
+root, name = sys.argv[1], sys.argv[2]
+with serve_directory(root) as base:
+    cache = TeacherCache.open(f"{base}/{name}")
+    before = cache.logits(np.r_[0:64])
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=worker, args=(cache, queue))
+    proc.start()
+    in_child = queue.get(timeout=60)
+    proc.join(timeout=60)
+    after = cache.logits(np.r_[0:64])  # hung here: the child had unregistered the parent's sockets
+    assert proc.exitcode == 0 and np.array_equal(in_child, before[:8]) and np.array_equal(after, before)
+print("ok")
+"""
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="no fork")
+def test_the_parent_still_reads_over_http_after_a_forked_worker_exits(caches: dict[str, Path]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PARENT_READS_AFTER_A_FORKED_WORKER,
+                               str(caches["dense"].parent), caches["dense"].name],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the parent's HTTP read hung after a forked worker exited")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from kdcache.errors import KdcacheError
-from kdcache.models import ArcMarginProduct, MarginScheduler, attach_head, build_model
-from kdcache.models import count_parameters
+from kdcache.models import ArcMarginProduct, MarginScheduler, attach_head, build_model, count_parameters
 from tests.models.wespeaker_fill import FIXTURES
 
 FIX = json.loads((FIXTURES / "projection_arcmargin.json").read_text())
