@@ -31,6 +31,14 @@ def margin_options(func):
     return func
 
 
+def grad_clip_option(func):
+    return click.option(
+        "--grad-clip", default=0.0, show_default=True, type=click.FloatRange(0),
+        help="Clip the gradients' global L2 norm to this before each step (0: no clipping). A tiny student "
+             "under dkd --beta 8 can collapse to a constant in its first steps; 5 kept it training (README).",
+    )(func)
+
+
 def augment_options(func):
     func = click.option("--augment-prob", default=0.6, show_default=True, type=click.FloatRange(0, 1),
                         help="Probability that a crop is augmented (reverb or noise).")(func)
@@ -65,13 +73,14 @@ def augment_config(noise, reverb, prob):
               help="Learning rate at the end (exponential decay from --lr; WeSpeaker: 5e-5 after 150 epochs).")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Final AAM margin (ramped from 0).")
 @margin_options
+@grad_clip_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
 def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seconds, crops_per_utt, lr, final_lr, margin,
-                      margin_start_epoch, margin_full_epoch, seed,
+                      margin_start_epoch, margin_full_epoch, grad_clip, seed,
                       augment_noise, augment_reverb, augment_prob, num_workers, resume, device) -> None:
     """Train a speaker model with AAM-softmax on fresh random crops (WeSpeaker's recipe, scaled to
     --epochs): SGD Nesterov, exponential LR with warm-up, margin 0 -> 0.2, checkpoint every epoch."""
@@ -80,8 +89,8 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
     out_dir = train_teacher(TeacherTrainConfig(
         data=str(data), arch=arch, out=str(out), epochs=epochs, batch_size=batch_size, crop_seconds=crop_seconds,
         lr=lr, final_lr=final_lr, margin=margin, margin_start_epoch=margin_start_epoch,
-        margin_full_epoch=margin_full_epoch, num_workers=num_workers, device=device, seed=seed, resume=resume,
-        crops_per_utt=crops_per_utt, model_args=parse_model_args(model_args),
+        margin_full_epoch=margin_full_epoch, grad_clip=grad_clip, num_workers=num_workers, device=device, seed=seed,
+        resume=resume, crops_per_utt=crops_per_utt, model_args=parse_model_args(model_args),
         augment=augment_config(augment_noise, augment_reverb, augment_prob),
     ))
     click.echo(f"model written to {out_dir}")
@@ -115,6 +124,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
               help="Learning rate at the end (exponential decay from --lr).")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
 @margin_options
+@grad_clip_option
 @click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
@@ -139,7 +149,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
 def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, final_lr, margin,
-                      margin_start_epoch, margin_full_epoch, kd_weight, temperature, alpha,
+                      margin_start_epoch, margin_full_epoch, grad_clip, kd_weight, temperature, alpha,
                       beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
                       allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
                       resume, device) -> None:
@@ -159,8 +169,8 @@ def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch
     result = train_student(StudentTrainConfig(
         cache=str(cache), data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
         epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin,
-        margin_start_epoch=margin_start_epoch, margin_full_epoch=margin_full_epoch, num_workers=num_workers, device=device, seed=seed,
-        resume=resume, kd_weight=kd_weight, temperature=temperature, alpha=alpha, beta=beta,
+        margin_start_epoch=margin_start_epoch, margin_full_epoch=margin_full_epoch, grad_clip=grad_clip,
+        num_workers=num_workers, device=device, seed=seed, resume=resume, kd_weight=kd_weight, temperature=temperature, alpha=alpha, beta=beta,
         kd_warmup_epochs=kd_warmup_epochs, teacher_margin=teacher_margin,
         temperatures=parse_floats(temperatures, "--temperatures"), eta=eta, embedding_weight=embedding_weight,
         verify_inputs=verify_inputs, allow_incomplete=allow_incomplete,

@@ -51,6 +51,7 @@ class OptimConfig:
     margin: float = 0.2
     margin_start_epoch: int | None = None  # 1-based, as WeSpeaker's increase_start_epoch
     margin_full_epoch: int | None = None  # 1-based, as WeSpeaker's fix_start_epoch
+    grad_clip: float = 0.0  # max global L2 norm of the gradients before each step; 0: no clipping
 
     def resolved(self) -> "OptimConfig":
         scale = self.epochs / _RECIPE_EPOCHS
@@ -90,10 +91,12 @@ class RunConfig:
     resume: bool = False
     model_args: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
+    grad_clip: float = 0.0  # 0: no clipping
 
     def optim(self) -> OptimConfig:
         return OptimConfig(epochs=self.epochs, lr=self.lr, final_lr=self.final_lr, margin=self.margin,
-                           margin_start_epoch=self.margin_start_epoch, margin_full_epoch=self.margin_full_epoch)
+                           margin_start_epoch=self.margin_start_epoch, margin_full_epoch=self.margin_full_epoch,
+                           grad_clip=self.grad_clip)
 
 
 StepFn = Callable[[Any, float], tuple[torch.Tensor, dict[str, float]]]
@@ -225,6 +228,8 @@ def fit(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_clip > 0:
+                    logs = {**logs, "grad_norm": float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))}
                 optimizer.step()
                 state.iteration += 1
                 count += 1

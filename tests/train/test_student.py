@@ -156,13 +156,15 @@ def test_two_rank_torchrun_training(caches, tiny_corpus, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
          "-m", "cli.main", "train-student", "--cache", str(caches["dense"]), "--data", str(tiny_corpus / "train"),
          "--student", "xvector", "--model-args", json.dumps(STUDENT_ARGS), "--loss", "dkd", "--out", str(out),
-         "--epochs", "2", "--batch-size", "32", "--num-workers", "0", "--device", "cpu"],
+         "--epochs", "2", "--batch-size", "32", "--num-workers", "0", "--device", "cpu", "--grad-clip", "5"],
         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     # 128 rows, 2 ranks x 32 rows per step: 2 steps per epoch on each rank
     assert [r["iterations"] for r in log] == [2, 4]
+    assert all(r["grad_norm"] > 0 for r in log)  # --grad-clip reached the loop (the norm before clipping)
+    assert json.loads((out / "config.json").read_text())["extra"]["training"]["grad_clip"] == 5.0
     load_model_dir(out)
 
 
