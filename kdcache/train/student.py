@@ -24,12 +24,7 @@ from kdcache.cache.reader import TeacherCache
 from kdcache.cache.sampler import BlockSampler
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
-from kdcache.data.datasets import (
-    ReplayDataset,
-    replay_waveform,
-    waveform_crc,
-    worker_init,
-)
+from kdcache.data.datasets import ReplayDataset, replay_waveform, waveform_crc, worker_init
 from kdcache.data.features import FeatureConfig, compute_fbank
 from kdcache.distill import losses as L
 from kdcache.distill.integrated import integrated_inputs
