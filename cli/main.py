@@ -10,7 +10,14 @@ import sys
 
 import click
 
+from kdcache.environment import check_native_libraries, version_report
 from kdcache.errors import KdcacheError
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_report())
+        ctx.exit(0)
 
 
 class KdcacheGroup(click.Group):
@@ -46,7 +53,8 @@ class KdcacheGroup(click.Group):
     "use 1. More threads pay off only for large models on idle cores: on a 2-core machine a 2-thread "
     "fbank or small-model forward was up to 20x slower than 1 thread (README, Performance).",
 )
-@click.version_option(package_name="kdcache")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of kdcache, torch, torchaudio, zarr and numpy, and the device, then exit.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool, threads: int) -> None:
     """kdcache: knowledge distillation for speaker verification from a cached teacher.
@@ -61,6 +69,7 @@ def main(ctx: click.Context, debug: bool, threads: int) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    check_native_libraries()
     import torch
 
     torch.set_num_threads(threads)
