@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cli.commands_train import augment_config, augment_options
+from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
 from cli.options import device_option, workers_option
 from kdcache.errors import IntegrityError, KdcacheError
 
@@ -23,6 +24,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
 
 
 @click.command("build-teacher-cache")
+@config_option
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Corpus to cache (VoxCeleb tree or wav.scp folder).")
 @click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Teacher model directory.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache to write (a .zarr folder).")
@@ -67,6 +69,7 @@ def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, see
         allow_unknown_speakers=allow_unknown_speakers, skip_bad_audio=skip_bad_audio,
         augment=augment_config(augment_noise, augment_reverb, augment_prob),
     ))
+    save_settings_next_to(Path(out) / RESOLVED_NAME)
     from kdcache.cache.info import cache_info
 
     info = cache_info(str(out))

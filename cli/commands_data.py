@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.config_file import config_option, save_settings_next_to
 from cli.options import device_option
 
 
@@ -40,7 +41,9 @@ def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: 
 
 
 @click.command("evaluate")
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Model directory.")
+@config_option
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Model directory, or an ONNX file written by `kdcache export --format onnx`.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Corpus holding the trial utterances.")
 @click.option("--trials", required=True, type=click.Path(path_type=Path), help="Trial list (VoxCeleb or Kaldi format).")
 @click.option("--score-norm", type=click.Choice(["none", "asnorm"]), default="none", show_default=True)
@@ -59,27 +62,73 @@ def evaluate_cmd(model_dir, data, trials, score_norm, cohort, top_n, out_path, d
     click.echo(f"EER {100 * metrics['eer']:.2f}%  minDCF(0.01) {metrics['min_dcf']:.4f}  ({metrics['num_trials']} trials)")
     if out_path:
         write_metrics(metrics, out_path)
-        click.echo(f"metrics written to {out_path}")
+        save_settings_next_to(Path(out_path).with_suffix(".config.yaml"))
+        click.echo(f"metrics written to {out_path} (settings: {Path(out_path).with_suffix('.config.yaml')})")
 
 
 @click.command("import-wespeaker")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--arch", required=True, help="Architecture: xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024, campplus.")
-@click.option("--speakers", "speakers_file", required=True, type=click.Path(path_type=Path),
-              help="Speaker list, one id per line, in class-index order (WeSpeaker's spk2id order).")
-@click.option("--model-args", default="{}", help="JSON of architecture arguments that differ from WeSpeaker's defaults.")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--arch", default=None,
+              help="Architecture: xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024, campplus [default: the "
+                   "model named in the folder's config.yaml; required for a bare avg_model.pt].")
+@click.option("--speakers", "speakers_file", default=None, type=click.Path(path_type=Path),
+              help="Speaker list, one id per line, in class-index order (WeSpeaker's spk2id order), used as given.")
+@click.option("--utt2spk", default=None, type=click.Path(path_type=Path),
+              help="The training utt2spk: its sorted distinct speakers, WeSpeaker's class order.")
+@click.option("--data", default=None, type=click.Path(path_type=Path),
+              help="The training corpus (wav.scp + utt2spk folder or VoxCeleb tree): its sorted speakers.")
+@click.option("--model-args", default="{}", help="JSON of architecture arguments that differ from the config's "
+                                               "(or, for a bare avg_model.pt, from WeSpeaker's defaults).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model directory to write.")
-def import_wespeaker_cmd(checkpoint, arch, speakers_file, model_args, out) -> None:
-    """Turn a WeSpeaker avg_model.pt (a state_dict with projection.weight) into a model directory."""
+def import_wespeaker_cmd(source, arch, speakers_file, utt2spk, data, model_args, out) -> None:
+    """Turn a WeSpeaker model into a kdcache model directory.
+
+    \b
+    SOURCE is a WeSpeaker model folder (avg_model.pt + config.yaml: the architecture, model_args, head
+    scale, margin and fbank settings are read from config.yaml), or a bare avg_model.pt (then --arch).
+    The speakers are the head's class order: WeSpeaker numbers the sorted training speaker ids, so pass
+    --utt2spk or --data of the training set (or --speakers, a list used as given). A speed-perturbed
+    model's head (3 x the speakers) keeps its first rows, the classes of speed 1.0.
+    \b
+    Example:
+      kdcache import-wespeaker voxceleb_resnet34 --utt2spk data/vox2_dev/utt2spk --out teacher
+    """
     from kdcache.errors import KdcacheError
-    from kdcache.models.wespeaker_import import import_wespeaker
+    from kdcache.models.wespeaker_import import (
+        import_wespeaker,
+        import_wespeaker_dir,
+        read_speaker_list,
+        speakers_from_utt2spk,
+    )
 
     try:
         args = json.loads(model_args)
     except json.JSONDecodeError as bad:
         raise KdcacheError(f"--model-args: not JSON ({bad})") from None
-    config = import_wespeaker(checkpoint, arch, speakers_file, out, model_args=args)
-    click.echo(f"imported {arch} ({config.num_classes} speakers, embedding {config.embed_dim}) to {out}")
+    if not isinstance(args, dict):
+        raise KdcacheError("--model-args: expected a JSON object")
+    given = [name for name, value in (("--speakers", speakers_file), ("--utt2spk", utt2spk), ("--data", data)) if value]
+    if len(given) > 1:
+        raise KdcacheError(f"{' and '.join(given)}: give one source of speakers")
+    log = lambda line: click.echo(line, err=True)  # noqa: E731
+    if not Path(source).is_dir():
+        if arch is None or speakers_file is None:
+            raise KdcacheError(f"{source}: a bare checkpoint needs --arch and --speakers (or pass the WeSpeaker "
+                               "folder holding avg_model.pt and config.yaml)")
+        config = import_wespeaker(source, arch, speakers_file, out, model_args=args, log=log)
+    else:
+        speakers, where = None, ""
+        if speakers_file:
+            speakers, where = read_speaker_list(speakers_file), str(speakers_file)
+        elif utt2spk:
+            speakers, where = speakers_from_utt2spk(utt2spk), f"{utt2spk} (sorted)"
+        elif data:
+            from kdcache.data.corpus import load_corpus
+
+            speakers, where = load_corpus(data).speakers, f"{data} (sorted)"
+        config = import_wespeaker_dir(source, out, speakers=speakers, speakers_source=where, arch=arch,
+                                      model_args=args, log=log)
+    click.echo(f"imported {config.arch} ({config.num_classes} speakers, embedding {config.embed_dim}) to {out}")
 
 
 COMMANDS = [make_synthetic_corpus_cmd, evaluate_cmd, import_wespeaker_cmd]

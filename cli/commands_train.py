@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option, workers_option
+from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
+from cli.options import device_option, num_avg_option, workers_option
 from kdcache.errors import KdcacheError
 
 
@@ -58,6 +59,7 @@ def augment_config(noise, reverb, prob):
 
 
 @click.command("train-teacher")
+@config_option
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Training corpus (VoxCeleb tree or wav.scp folder).")
 @click.option("--arch", default="resnet34", show_default=True,
               help="xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024 or campplus.")
@@ -74,13 +76,14 @@ def augment_config(noise, reverb, prob):
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Final AAM margin (ramped from 0).")
 @margin_options
 @grad_clip_option
+@num_avg_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
 def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seconds, crops_per_utt, lr, final_lr, margin,
-                      margin_start_epoch, margin_full_epoch, grad_clip, seed,
+                      margin_start_epoch, margin_full_epoch, grad_clip, num_avg, seed,
                       augment_noise, augment_reverb, augment_prob, num_workers, resume, device) -> None:
     """Train a speaker model with AAM-softmax on fresh random crops (WeSpeaker's recipe, scaled to
     --epochs): SGD Nesterov, exponential LR with warm-up, margin 0 -> 0.2, checkpoint every epoch."""
@@ -91,8 +94,9 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
         lr=lr, final_lr=final_lr, margin=margin, margin_start_epoch=margin_start_epoch,
         margin_full_epoch=margin_full_epoch, grad_clip=grad_clip, num_workers=num_workers, device=device, seed=seed,
         resume=resume, crops_per_utt=crops_per_utt, model_args=parse_model_args(model_args),
-        augment=augment_config(augment_noise, augment_reverb, augment_prob),
+        augment=augment_config(augment_noise, augment_reverb, augment_prob), num_avg=num_avg,
     ))
+    save_settings_next_to(Path(out_dir) / RESOLVED_NAME)
     click.echo(f"model written to {out_dir}")
 
 
@@ -107,6 +111,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 
 @click.command("train-student")
+@config_option
 @click.option("--cache", required=True, help="Teacher cache: a path, file://, http(s):// or s3:// URL.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it).")
 @click.option("--student", default="xvector", show_default=True,
@@ -125,6 +130,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
 @margin_options
 @grad_clip_option
+@num_avg_option
 @click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
 @click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
@@ -149,7 +155,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
 def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, final_lr, margin,
-                      margin_start_epoch, margin_full_epoch, grad_clip, kd_weight, temperature, alpha,
+                      margin_start_epoch, margin_full_epoch, grad_clip, num_avg, kd_weight, temperature, alpha,
                       beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
                       allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
                       resume, device) -> None:
@@ -175,8 +181,9 @@ def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch
         kd_warmup_epochs=kd_warmup_epochs, teacher_margin=teacher_margin,
         temperatures=parse_floats(temperatures, "--temperatures"), eta=eta, embedding_weight=embedding_weight,
         verify_inputs=verify_inputs, allow_incomplete=allow_incomplete,
-        augment=augment_config(augment_noise, augment_reverb, augment_prob),
+        augment=augment_config(augment_noise, augment_reverb, augment_prob), num_avg=num_avg,
     ))
+    save_settings_next_to(Path(out) / RESOLVED_NAME)
     click.echo(f"student written to {out} (cache fingerprint {result['cache_fingerprint'][:16]})")
     if trials is not None and int(os.environ.get("RANK", "0")) == 0:
         from kdcache.evaluate.verification import EvalConfig, evaluate_model, write_metrics

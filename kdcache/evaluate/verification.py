@@ -40,7 +40,12 @@ def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.score_norm == "asnorm" and not cfg.cohort:
         raise KdcacheError("--score-norm asnorm needs --cohort DIR (a corpus, e.g. the training set)")
     device = torch.device(cfg.device)
-    model, config = load_model_dir(cfg.model, map_location=device)
+    if Path(cfg.model).suffix.lower() == ".onnx":  # an exported model, scored as it ships
+        from kdcache.models.onnx_model import load_onnx_model
+
+        model, config = load_onnx_model(cfg.model, device)
+    else:
+        model, config = load_model_dir(cfg.model, map_location=device)
     features = FeatureConfig.from_dict(config.features)
     corpus = load_corpus(cfg.data)
     trials = read_trials(cfg.trials)

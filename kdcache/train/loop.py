@@ -92,6 +92,15 @@ class RunConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
     grad_clip: float = 0.0  # 0: no clipping
+    num_avg: int | None = None  # epoch checkpoints averaged at the end; None: WeSpeaker's 10/150 of the run
+
+    def resolved_num_avg(self) -> int:
+        """``num_avg``, or WeSpeaker's 10 of 150 epochs scaled to ``epochs`` (at least 1); checked."""
+        from kdcache.models.average import check_num_avg, default_num_avg
+
+        num = default_num_avg(self.epochs) if self.num_avg is None else int(self.num_avg)
+        check_num_avg(num, self.epochs)
+        return num
 
     def optim(self) -> OptimConfig:
         return OptimConfig(epochs=self.epochs, lr=self.lr, final_lr=self.final_lr, margin=self.margin,
@@ -162,12 +171,16 @@ def fit(
     resume: bool = False,
     desc: str = "train",
     show_progress: bool = True,
+    snapshot: nn.Module | None = None,
+    keep_snapshots: int = 1,
 ) -> TrainState:
     """Run the epochs from the last checkpoint (or from scratch) to ``cfg.epochs``.
 
     ``modules`` are the trainable modules by name (their state is checkpointed; pass DDP-unwrapped
     modules here); ``step(batch, progress)`` returns the loss to minimise and a dict of floats to log.
-    ``head`` (the AAM head) gets WeSpeaker's per-iteration margin schedule.
+    ``head`` (the AAM head) gets WeSpeaker's per-iteration margin schedule. ``snapshot`` (the speaker
+    model) is saved after every epoch as ``checkpoints/model_<epoch>.pt``, a plain state_dict as
+    WeSpeaker writes them, keeping the last ``keep_snapshots`` (for checkpoint averaging).
     """
     cfg = cfg.resolved()
     ckpt_dir = Path(out_dir) / "checkpoints"
@@ -258,6 +271,10 @@ def fit(
             # back to the checkpoint on resume (so it lists every epoch exactly once).
             with open(Path(out_dir) / LOG_NAME, "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")
+            if snapshot is not None:
+                from kdcache.models.average import save_epoch_weights
+
+                save_epoch_weights(snapshot, ckpt_dir, state.epoch, keep_snapshots)
             _atomic_torch_save(
                 {
                     "modules": {name: m.state_dict() for name, m in modules.items()},

@@ -31,6 +31,7 @@ from kdcache.distill.integrated import integrated_inputs
 from kdcache.distributed import autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
+from kdcache.models.average import average_into
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.teacher.recompute import recipe_arrays
 from kdcache.train.loop import RunConfig, fit
@@ -273,6 +274,7 @@ def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: d
 def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     """Train ``cfg.student`` from ``cfg.cache`` with ``cfg.loss``; write a model directory to ``cfg.out``."""
     cfg.check()
+    num_avg = cfg.resolved_num_avg()  # checked before anything is written
     ctx = init_distributed(cfg.device)
     cache = TeacherCache.open(cfg.cache)
     settings = cache.settings
@@ -343,6 +345,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
         out_dir=Path(cfg.out), modules={"student": net}, head=head, make_batches=make_batches,
         batches_per_epoch=len(sampler), rows_per_batch=cfg.batch_size, step=step, cfg=optim, ctx=ctx,
         resume=cfg.resume, desc=f"train-student {cfg.student}/{cfg.loss}", show_progress=cfg.show_progress,
+        snapshot=model, keep_snapshots=num_avg,
     )
     result: dict[str, Any] = {"cache_fingerprint": fingerprint}
     if ctx.is_main:
@@ -360,6 +363,9 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
                 "training": {k: v for k, v in asdict(cfg).items() if k not in ("augment", "show_progress")},
             },
         )
+        if num_avg > 1:  # the student and its head; the embedding adapter stays the last epoch's
+            averaged = average_into(model, Path(cfg.out) / "checkpoints", num_avg)
+            config.extra["averaged"] = {"epochs": averaged, "num": len(averaged)}
         save_model_dir(Path(cfg.out), model, config)
         if isinstance(net.adapter, nn.Linear):
             torch.save({"weight": net.adapter.weight.detach().cpu()}, Path(cfg.out) / "adapter.pt")

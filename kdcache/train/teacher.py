@@ -18,6 +18,7 @@ from kdcache.data.features import FeatureConfig
 from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
+from kdcache.models.average import average_into
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.train.loop import RunConfig, fit
 
@@ -72,6 +73,7 @@ class TeacherTrainConfig(RunConfig):
 
 def train_teacher(cfg: TeacherTrainConfig) -> Path:
     """Train ``cfg.arch`` on the corpus ``cfg.data``; write a model directory to ``cfg.out``."""
+    num_avg = cfg.resolved_num_avg()  # checked before anything is written
     ctx = init_distributed(cfg.device)
     corpus = load_corpus(cfg.data)
     speakers = corpus.speakers
@@ -129,8 +131,11 @@ def train_teacher(cfg: TeacherTrainConfig) -> Path:
         resume=cfg.resume,
         desc=f"train-teacher {cfg.arch}",
         show_progress=cfg.show_progress,
+        snapshot=model,
+        keep_snapshots=num_avg,
     )
     if ctx.is_main:
+        averaged = average_into(model, out / "checkpoints", num_avg) if num_avg > 1 else None
         args = default_model_args(cfg.arch) | dict(cfg.model_args)
         config = ModelConfig(
             arch=cfg.arch,
@@ -145,6 +150,8 @@ def train_teacher(cfg: TeacherTrainConfig) -> Path:
                 "training": {k: v for k, v in asdict(cfg).items() if k not in ("features", "augment", "show_progress")},
             },
         )
+        if averaged:
+            config.extra["averaged"] = {"epochs": averaged, "num": len(averaged)}
         save_model_dir(out, model, config)
     ctx.barrier()
     return out
