@@ -77,8 +77,8 @@ def _fit_head(state: dict[str, torch.Tensor], speakers: list[str], source: str, 
         log(f"{source}: head has {rows} rows = 3 x {count} speakers (speed-perturbed training): kept the first "
             f"{count} (speed 1.0), as WeSpeaker's large-margin fine-tuning does")
     elif rows != count:
-        raise KdcacheError(f"{source}: head has {rows} rows, which is neither the {count} speakers of "
-                           f"{speakers_source} nor 3 x {count} (speed-perturbed)")
+        raise KdcacheError(f"{source}: head has {rows} classes but {speakers_source} lists {count} speakers "
+                           f"(a speed-perturbed head would have 3 x {count} = {3 * count})")
 
 
 def _write(state: dict[str, torch.Tensor], source: str, arch: str, args: dict[str, Any], speakers: list[str],
