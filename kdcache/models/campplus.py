@@ -35,16 +35,13 @@ def get_nonlinear(config_str: str, channels: int) -> nn.Sequential:
 def segment_mean(x: torch.Tensor, seg_len: int = SEGMENT_FRAMES) -> torch.Tensor:
     """[B, C, T] -> [B, C, T]: each frame gets the mean of its consecutive seg_len-frame segment.
 
-    The last segment may be partial; it is averaged over its actual frames.
+    The last segment may be partial; it is averaged over its actual frames. Written as WeSpeaker's
+    ``seg_pooling`` (ceil-mode average pooling, expanded back), which traces to ONNX with a dynamic T.
     """
-    t = x.shape[-1]
-    n_seg = -(-t // seg_len)
-    pad = n_seg * seg_len - t
-    sums = F.pad(x, (0, pad)).reshape(*x.shape[:-1], n_seg, seg_len).sum(dim=-1)
-    counts = torch.full((n_seg,), float(seg_len), dtype=x.dtype, device=x.device)
-    counts[-1] = seg_len - pad
-    means = sums / counts
-    return means.repeat_interleave(seg_len, dim=-1)[..., :t]
+    seg = F.avg_pool1d(x, kernel_size=seg_len, stride=seg_len, ceil_mode=True)
+    batch, channels, segments = seg.shape
+    seg = seg.unsqueeze(-1).expand(batch, channels, segments, seg_len).reshape(batch, channels, -1)
+    return seg[..., :x.shape[-1]]
 
 
 class BasicResBlock(nn.Module):
