@@ -121,3 +121,33 @@ def test_shipped_config_resolves(path):
     arch = ctx.params.get("student") or ctx.params.get("arch")
     if arch:  # the architecture arguments build the model (WeSpeaker's names and values)
         build_model(arch, **json.loads(ctx.params["model_args"]))
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_cache_and_evaluate_write_their_resolved_settings(tiny_corpus, tiny_teacher, tmp_path):
+    conf = tmp_path / "cache.yaml"
+    conf.write_text(f"data: {tiny_corpus / 'train'}\nteacher: {tiny_teacher}\ncrops-per-utt: 1\ncrop-seconds: 1.0\n"
+                    "shard-rows: 16\nchunk_rows: 8\nbatch-size: 16\nnum-workers: 0\ndevice: cpu\n")
+    cache = tmp_path / "cache.zarr"
+    result = run_cli("build-teacher-cache", "--config", conf, "--out", cache)
+    assert result.exit_code == 0, result.output
+    settings = yaml.safe_load((cache / "config.yaml").read_text())
+    assert settings["out"] == str(cache) and settings["chunk-rows"] == 8 and settings["logits"] == "dense"
+    assert run_cli("cache", "verify", cache).exit_code == 0  # the extra file does not disturb the cache
+    again = tmp_path / "again.zarr"
+    assert run_cli("build-teacher-cache", "--config", cache / "config.yaml", "--out", again).exit_code == 0
+    assert yaml.safe_load((again / "config.yaml").read_text()) == settings | {"out": str(again)}
+
+    test = tiny_corpus / "test"
+    metrics = tmp_path / "eval" / "metrics.json"
+    conf = tmp_path / "evaluate.yaml"
+    conf.write_text(f"model: {tiny_teacher}\ndata: {test}\ntrials: {test / 'trials.txt'}\nout: {metrics}\n")
+    result = run_cli("evaluate", "--config", conf)
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "eval" / "metrics.config.yaml").read_text())["model"] == str(tiny_teacher)
