@@ -7,6 +7,16 @@ from pathlib import Path
 import click
 
 
+def num_avg_option(func):
+    """``--num-avg N`` of train-teacher and train-student."""
+    return click.option(
+        "--num-avg", default=None, type=click.IntRange(1),
+        help="Average the weights of the last N epoch checkpoints into the final model, as WeSpeaker's "
+             "average_model.py (10 of 150 epochs) [default: round(--epochs / 15), at least 1: no averaging "
+             "below 23 epochs].",
+    )(func)
+
+
 @click.command("average")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--num", default=None, type=click.IntRange(1),

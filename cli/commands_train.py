@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from cli.commands_model import num_avg_option
 from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
-from cli.options import device_option, num_avg_option, workers_option
+from cli.options import device_option, workers_option
 from kdcache.errors import KdcacheError
 
 

@@ -17,12 +17,3 @@ def workers_option(default: int = 1):
         "--num-workers", default=default, show_default=True, type=click.IntRange(0),
         help="DataLoader worker processes for audio reading and fbank (0: in the main process).",
     )
-
-
-def num_avg_option(func):
-    return click.option(
-        "--num-avg", default=None, type=click.IntRange(1),
-        help="Average the weights of the last N epoch checkpoints into the final model, as WeSpeaker's "
-             "average_model.py (10 of 150 epochs) [default: round(--epochs / 15), at least 1: no averaging "
-             "below 23 epochs].",
-    )(func)
