@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,6 @@ def write_resolved_settings(ctx: click.Context, path: str | Path) -> Path:
     """Write the resolved settings of the running command to ``path`` (YAML), atomically.
 
     Passing that file back with ``--config`` reproduces the same settings."""
-    import os
-
     import yaml
 
     path = Path(path)
@@ -137,8 +136,6 @@ def write_resolved_settings(ctx: click.Context, path: str | Path) -> Path:
 
 def save_settings_next_to(path: str | Path) -> Path | None:
     """:func:`write_resolved_settings` of the current command, on the main process only (torchrun)."""
-    import os
-
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return write_resolved_settings(click.get_current_context(), path)

@@ -13,6 +13,7 @@ folder are averaged alike.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,8 +115,6 @@ def average_checkpoint_files(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
 def save_epoch_weights(model: nn.Module, folder: Path, epoch: int, keep: int) -> Path:
     """Write ``folder/model_<epoch>.pt`` (the plain state_dict of ``model``) atomically, then delete
     the epoch files older than the last ``keep`` (disk stays bounded by ``keep`` models)."""
-    import os
-
     from kdcache.models.checkpoint import strip_prefix
 
     folder = Path(folder)
@@ -173,5 +172,5 @@ def average_model_folder(model_dir: str | Path, num: int, out: str | Path | None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     torch.save(state, tmp)
-    tmp.replace(target)
+    os.replace(tmp, target)
     return target, [e for e, _ in chosen]
