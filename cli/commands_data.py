@@ -111,21 +111,22 @@ def import_wespeaker_cmd(source, arch, speakers_file, utt2spk, data, model_args,
     if len(given) > 1:
         raise KdcacheError(f"{' and '.join(given)}: give one source of speakers")
     log = lambda line: click.echo(line, err=True)  # noqa: E731
-    if not Path(source).is_dir():
-        if arch is None or speakers_file is None:
-            raise KdcacheError(f"{source}: a bare checkpoint needs --arch and --speakers (or pass the WeSpeaker "
-                               "folder holding avg_model.pt and config.yaml)")
-        config = import_wespeaker(source, arch, speakers_file, out, model_args=args, log=log)
-    else:
-        speakers, where = None, ""
-        if speakers_file:
-            speakers, where = read_speaker_list(speakers_file), str(speakers_file)
-        elif utt2spk:
-            speakers, where = speakers_from_utt2spk(utt2spk), f"{utt2spk} (sorted)"
-        elif data:
-            from kdcache.data.corpus import load_corpus
+    bare = not Path(source).is_dir()
+    if bare and (arch is None or not given):
+        raise KdcacheError(f"{source}: a bare checkpoint needs --arch and the speakers (--speakers, --utt2spk or "
+                           "--data); or pass the WeSpeaker folder holding avg_model.pt and config.yaml")
+    speakers, where = None, ""
+    if speakers_file:
+        speakers, where = read_speaker_list(speakers_file), str(speakers_file)
+    elif utt2spk:
+        speakers, where = speakers_from_utt2spk(utt2spk), f"{utt2spk} (sorted)"
+    elif data:
+        from kdcache.data.corpus import load_corpus
 
-            speakers, where = load_corpus(data).speakers, f"{data} (sorted)"
+        speakers, where = load_corpus(data).speakers, f"{data} (sorted)"
+    if bare:
+        config = import_wespeaker(source, arch, where, out, model_args=args, log=log, speakers=speakers)
+    else:
         config = import_wespeaker_dir(source, out, speakers=speakers, speakers_source=where, arch=arch,
                                       model_args=args, log=log)
     click.echo(f"imported {config.arch} ({config.num_classes} speakers, embedding {config.embed_dim}) to {out}")

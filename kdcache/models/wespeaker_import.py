@@ -103,15 +103,19 @@ def import_wespeaker(
     out: str | Path,
     model_args: dict[str, Any] | None = None,
     log: Callable[[str], None] = lambda _msg: None,
+    speakers: list[str] | None = None,
 ) -> ModelConfig:
     """Check the checkpoint against ``arch`` and write ``out/{model.pt,config.json}``.
 
-    WeSpeaker's speed-perturbed recipes train ``3 * len(speakers)`` classes (speeds 1.0, 0.9, 1.1); the
-    rows of speed 1.0 (the first ``len(speakers)``) are kept, as the other speeds are not speakers.
+    The speakers are read from ``speakers_file`` unless given as ``speakers`` (then ``speakers_file``
+    only names their source in messages). WeSpeaker's speed-perturbed recipes train
+    ``3 * len(speakers)`` classes (speeds 1.0, 0.9, 1.1); the rows of speed 1.0 (the first
+    ``len(speakers)``) are kept, as the other speeds are not speakers.
     """
     checkpoint = Path(checkpoint)
     state = strip_prefix(load_state_dict_file(checkpoint))
-    speakers = read_speaker_list(Path(speakers_file))
+    if speakers is None:
+        speakers = read_speaker_list(Path(speakers_file))
     _fit_head(state, speakers, str(checkpoint), str(speakers_file), log)
     args = default_model_args(arch) | dict(model_args or {})
     return _write(state, str(checkpoint), arch, args, speakers, out, FeatureConfig(), 32.0, 0.2,

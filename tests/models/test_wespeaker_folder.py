@@ -129,3 +129,17 @@ def test_missing_speakers_or_files_are_one_line(tmp_path):
     result = run("import-wespeaker", folder, "--utt2spk", tmp_path / "utt2spk", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "avg_model.pt: checkpoint file not found" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bare_checkpoint_takes_speakers_from_utt2spk_too(tmp_path):
+    folder, original = make_folder(tmp_path / "ws", rows=12)
+    result = run("import-wespeaker", folder / "avg_model.pt", "--arch", "xvector", "--model-args",
+                 '{"hid_dim": 24, "stats_dim": 48, "embed_dim": 16}', "--utt2spk", tmp_path / "utt2spk",
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    model, config = load_model_dir(tmp_path / "out")
+    assert config.speakers == sorted(SPEAKERS)
+    torch.testing.assert_close(model.projection.weight, original.projection.weight[:4], rtol=0, atol=0)
+    result = run("import-wespeaker", folder / "avg_model.pt", "--utt2spk", tmp_path / "utt2spk",
+                 "--out", tmp_path / "out2")
+    assert result.exit_code == 2 and "needs --arch" in result.stderr and not (tmp_path / "out2").exists()
