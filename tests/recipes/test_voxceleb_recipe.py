@@ -1,0 +1,138 @@
+"""recipes/voxceleb/run.sh, every stage, on a generated VoxCeleb-shaped tree (real AAC m4a, MUSAN and
+RIRS_NOISES folders, VoxCeleb-format trial lists, a teacher in WeSpeaker's model-folder layout).
+
+Stages 3 and 4 run with 2 torchrun ranks on CPU. A stage whose kdcache command this checkout lacks
+(the commands of branch ``recipe``: ``import-wespeaker MODEL_DIR``, ``train-student --config``,
+``average``) is skipped, and the test then ends as skipped naming them, after checking every stage that
+ran. Stage 2 skipped: the same teacher is imported with the older ``import-wespeaker FILE --arch`` so
+that stages 3, 6 and 7 still run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+import zarr
+
+from kdcache.data.voxceleb_synthetic import make_synthetic_voxceleb
+from tests.recipes.wespeaker_teacher import TEACHER_ARGS, has_command, train_tiny_teacher, write_wespeaker_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "recipes" / "voxceleb" / "run.sh"
+STUDENT_ARGS = {"hid_dim": 32, "stats_dim": 48, "embed_dim": 16}
+
+
+def _students(folder: Path) -> list[Path]:
+    configs = {
+        "xvector_dkd": {"student": "xvector", "model-args": STUDENT_ARGS, "loss": "dkd", "beta": 8.0,
+                        "temperature": 4.0, "grad-clip": 5.0, "epochs": 2, "batch-size": 16, "margin": 0.0},
+        "xvector_kd": {"student": "xvector", "model-args": STUDENT_ARGS, "loss": "kd", "temperature": 4.0,
+                       "epochs": 2, "batch-size": 16, "margin": 0.0},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, cfg in configs.items():
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        paths.append(folder / f"{name}.yaml")
+    return paths
+
+
+def test_voxceleb_recipe_every_stage(tmp_path):
+    tree = make_synthetic_voxceleb(tmp_path / "tree", vox2_speakers=8, vox1_speakers=6, vox1_o_speakers=3,
+                                   utterances_per_speaker=4, seconds=1.5, num_trials=60)
+    data, exp, teacher_dir = tmp_path / "data", tmp_path / "exp", tmp_path / "tree" / "wespeaker_teacher"
+    configs = _students(tmp_path / "conf")
+    settings = {
+        "python": sys.executable, "vox1": tree / "voxceleb1", "vox2-dev": tree / "voxceleb2" / "dev",
+        "musan": tree / "musan", "rirs": tree / "RIRS_NOISES", "data": data, "exp": exp,
+        "teacher-dir": teacher_dir, "prepare-jobs": 1, "cohort-per-speaker": 2,
+        "nproc": 2, "device": "cpu", "crops-per-utt": 2, "crop-seconds": 1.0, "cache-batch-size": 16,
+        "shard-rows": 16, "chunk-rows": 8, "num-workers": 0, "aug-prob": 0.6,
+        "student-configs": " ".join(str(c) for c in configs), "num-avg": 2, "score-norms": "asnorm", "top-n": 5,
+    }
+    args = [x for k, v in settings.items() for x in (f"--{k}", str(v))]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    skipped: list[str] = []
+
+    def stage(n: int) -> str:
+        r = subprocess.run(["bash", str(RUN), *args, "--stage", str(n), "--stop-stage", str(n)],
+                           capture_output=True, text=True, env=env, timeout=400)
+        assert r.returncode == 0, f"stage {n}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        return r.stdout
+
+    # 1 prepare: the m4a are decoded, the lists and trials are in place
+    stage(1)
+    assert len((data / "vox2_dev" / "wav.scp").read_text().splitlines()) == 32
+    speakers = [line.split()[0] for line in (data / "vox2_dev" / "spk2id").read_text().splitlines()]
+    assert speakers == sorted(speakers) and len(speakers) == 8
+    assert len((data / "vox1" / "wav.scp").read_text().splitlines()) == 24
+    assert {p.name for p in (data / "trials").iterdir()} == {"vox1_O.txt", "vox1_E.txt", "vox1_H.txt"}
+    assert len((data / "musan" / "wav.scp").read_text().splitlines()) == 14
+    assert len((data / "rirs" / "wav.scp").read_text().splitlines()) == 6
+
+    # the teacher, in WeSpeaker's layout, trained on the prepared VoxCeleb2-dev
+    model = train_tiny_teacher(data / "vox2_dev", tmp_path / "teacher_kdcache")
+    write_wespeaker_folder(model, teacher_dir, speed_perturb=True)
+
+    # 2 teacher
+    if has_command("import-wespeaker") and not any(
+            p.name == "arch" and p.required for p in __import__("cli.main").main.main.commands["import-wespeaker"].params):
+        stage(2)
+    else:
+        skipped.append("2 (import-wespeaker MODEL_DIR reading config.yaml)")
+        r = subprocess.run([sys.executable, "-m", "cli.main", "import-wespeaker", str(teacher_dir / "avg_model.pt"),
+                            "--arch", "resnet34", "--speakers", str(data / "vox2_dev" / "spk2id"),
+                            "--model-args", json.dumps(TEACHER_ARGS), "--out", str(exp / "teacher")],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    teacher_config = json.loads((exp / "teacher" / "config.json").read_text())
+    assert teacher_config["speakers"] == speakers  # the first S of the 3 S speed-perturbed rows
+
+    # 3 cache: 2 ranks, MUSAN + RIR augmentation
+    out = stage(3)
+    assert "rows/s" in out or "rows" in out
+    cache = zarr.open_group(str(exp / "cache.zarr"), mode="r")
+    attrs = cache.attrs["kdcache"]
+    assert cache["progress/done"][:].all()
+    assert list(cache["speakers"][:]) == speakers
+    assert cache["rows/utterance"].shape[0] == 32 * 2
+    assert attrs["augment"]["reverb"] and attrs["augment"]["noise"]
+    assert {e["name"].split("/", 1)[0] for e in attrs["augment"]["noise"]} == {"noise", "music", "speech"}
+
+    # 4 students, 5 average
+    if has_command("train-student", "--config"):
+        stage(4)
+        for c in configs:
+            log = (exp / "students" / c.stem / "train_log.jsonl").read_text().splitlines()
+            assert len(log) == 2
+    else:
+        skipped.append("4 (train-student --config)")
+    if has_command("average", "--num-avg") and not skipped[-1:] == ["4 (train-student --config)"]:
+        stage(5)
+        for c in configs:
+            assert (exp / "students" / c.stem / "avg_model" / "config.json").is_file()
+    else:
+        skipped.append("5 (kdcache average)")
+
+    # 6 score, 7 report
+    stage(6)
+    models = ["teacher"] + [c.stem for c in configs if "4 (train-student --config)" not in skipped]
+    for name in models:
+        for t in "OEH":
+            metrics = json.loads((exp / "scores" / name / f"vox1_{t}_asnorm.json").read_text())
+            assert 0.0 <= metrics["eer"] <= 1.0 and metrics["score_norm"] == "asnorm"
+            assert metrics["num_trials"] == len((data / "trials" / f"vox1_{t}.txt").read_text().splitlines())
+    table = stage(7)
+    print(table)
+    results = (exp / "results.md").read_text()
+    assert all(f"Vox1-{t} EER" in results for t in "OEH")
+    assert all(f"| {name} | asnorm |" in results for name in models)
+    if skipped:
+        pytest.skip("stages checked: all but " + "; ".join(skipped) + ": this kdcache lacks those commands "
+                    "(branch recipe)")
