@@ -46,7 +46,8 @@ chunk_rows=64
 num_workers=8                     # DataLoader workers per rank
 # students (stages 4-5)
 student_configs="$recipe_dir/conf/campplus_dkd.yaml $recipe_dir/conf/resnet34_dkd.yaml $recipe_dir/conf/ecapa_c512_mlkd.yaml"
-num_avg=10                        # last N epoch checkpoints averaged
+num_avg=2                         # last N epoch checkpoints averaged (2 of the configs' 15 cache epochs;
+                                  # WeSpeaker: 10 of 150 epochs of one crop per utterance)
 # scoring (stage 6)
 trials="O E H"
 score_norms="none asnorm"         # none = cosine with the cohort mean subtracted

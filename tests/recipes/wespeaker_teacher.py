@@ -29,6 +29,14 @@ def has_command(name: str, option: str | None = None) -> bool:
     return cmd is not None and (option is None or any(option in p.opts for p in cmd.params))
 
 
+def import_reads_model_folder() -> bool:
+    """``import-wespeaker`` reads a WeSpeaker model folder's config.yaml (it no longer requires --arch)."""
+    from cli.main import main
+
+    cmd = main.commands.get("import-wespeaker")
+    return cmd is not None and not any(p.name == "arch" and p.required for p in cmd.params)
+
+
 def train_tiny_teacher(train_data: Path, out: Path) -> Path:
     """A ResNet34 with m_channels 4 and 32-dim embeddings, 2 epochs of 1 s crops (a kdcache model dir)."""
     train_teacher(TeacherTrainConfig(
