@@ -31,7 +31,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class PrepareConfig:
     jobs: int = 1
     cohort_per_speaker: int = 10  # 0: every utterance
     show_progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def find_tree(root: Path, containers: Sequence[str], suffix: str, what: str) -> tuple[Path, list[str]]:

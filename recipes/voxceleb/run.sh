@@ -45,14 +45,16 @@ shard_rows=4096
 chunk_rows=64
 num_workers=8                     # DataLoader workers per rank
 # students (stages 4-5)
-student_configs="$recipe_dir/conf/campplus_dkd.yaml $recipe_dir/conf/resnet34_dkd.yaml $recipe_dir/conf/ecapa_c512_mlkd.yaml"
-num_avg=2                         # last N epoch checkpoints averaged (2 of the configs' 15 cache epochs;
-                                  # WeSpeaker: 10 of 150 epochs of one crop per utterance)
+student_configs="$recipe_dir/conf/student_campplus.yaml $recipe_dir/conf/student_resnet34.yaml $recipe_dir/conf/student_ecapa_c512.yaml"
+student_epochs=15                 # cache epochs (one epoch = every cached row: utterances x K); 15 at K = 10 shows
+                                  # as many crops as WeSpeaker's 150 epochs of one crop per utterance
+                                  # (empty: the configs' own epochs)
+num_avg=2                         # last N epoch checkpoints averaged (2 of 15 cache epochs; WeSpeaker: 10 of 150)
 # scoring (stage 6)
 trials="O E H"
 score_norms="none asnorm"         # none = cosine with the cohort mean subtracted
 top_n=300
-eval_device=auto
+eval_device=auto                  # auto | cpu | cuda | cuda:N (stage 6)
 # ---- end of settings
 
 . "$recipe_dir/local/parse_options.sh"
@@ -82,7 +84,10 @@ need() {  # need STAGE COMMAND [OPTION]
 }
 on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-if [ "$device" = cpu ] && [ "$eval_device" = auto ]; then eval_device=cpu; fi
+if [ "$eval_device" = auto ]; then  # evaluate takes a device name: cuda when there is one
+  if [ "$device" = cpu ]; then eval_device=cpu
+  else eval_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")'); fi
+fi
 if [ "$nproc" = auto ]; then
   nproc=$("$python" -c 'import torch; print(torch.cuda.device_count())')
   [ "$nproc" -ge 1 ] || nproc=1
@@ -106,7 +111,7 @@ fi
 if on 2; then
   echo "stage 2: teacher $teacher_dir -> $exp/teacher"
   need 2 import-wespeaker dir
-  kd import-wespeaker "$teacher_dir" --speakers "$data/vox2_dev/spk2id" --out "$exp/teacher"
+  kd import-wespeaker "$teacher_dir" --utt2spk "$data/vox2_dev/utt2spk" --out "$exp/teacher"
 fi
 
 if on 3; then
@@ -126,15 +131,16 @@ if on 4; then
     name=$(basename "$cfg" .yaml)
     echo "stage 4: student $name ($cfg), $nproc rank(s) -> $exp/students/$name"
     run_ranks train-student --config "$cfg" --cache "$exp/cache.zarr" --data "$data/vox2_dev" "${aug_args[@]}" \
-      --num-avg "$num_avg" --num-workers "$num_workers" --device "$device" --out "$exp/students/$name"
+      ${student_epochs:+--epochs "$student_epochs"} --num-avg "$num_avg" --num-workers "$num_workers" \
+      --device "$device" --out "$exp/students/$name"
   done
 fi
 
 if on 5; then
-  need 5 average --num-avg
+  need 5 average --num
   for name in $(students); do
     echo "stage 5: average the last $num_avg checkpoints of $name -> $exp/students/$name/avg_model"
-    kd average "$exp/students/$name" --num-avg "$num_avg" --out "$exp/students/$name/avg_model"
+    kd average "$exp/students/$name" --num "$num_avg" --out "$exp/students/$name/avg_model"
   done
 fi
 
