@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,14 @@ def test_voxceleb_recipe_every_stage(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     skipped: list[str] = []
 
+    seconds: dict[int, float] = {}
+
     def stage(n: int) -> str:
+        start = time.monotonic()
         r = subprocess.run(["bash", str(RUN), *args, "--stage", str(n), "--stop-stage", str(n)],
                            capture_output=True, text=True, env=env, timeout=400)
         assert r.returncode == 0, f"stage {n}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        seconds[n] = time.monotonic() - start
         return r.stdout
 
     # 1 prepare: the m4a are decoded, the lists and trials are in place
@@ -125,6 +130,9 @@ def test_voxceleb_recipe_every_stage(tmp_path):
     results = (exp / "results.md").read_text()
     assert all(f"Vox1-{t} EER" in results for t in "OEH")
     assert all(f"| {name} | asnorm |" in results for name in models)
+    if has_command("report"):
+        assert (exp / "report" / "report.md").is_file()
+    print("stage seconds:", {n: round(t, 1) for n, t in seconds.items()})
     if skipped:
         pytest.skip("stages checked: all but " + "; ".join(skipped) + ": this kdcache lacks those commands "
                     "(branch recipe)")
