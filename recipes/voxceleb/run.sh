@@ -84,14 +84,16 @@ need() {  # need STAGE COMMAND [OPTION]
 }
 on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-if [ "$eval_device" = auto ]; then  # evaluate takes a device name: cuda when there is one
-  if [ "$device" = cpu ]; then eval_device=cpu
-  else eval_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")'); fi
-fi
-if [ "$nproc" = auto ]; then
-  nproc=$("$python" -c 'import torch; print(torch.cuda.device_count())')
-  [ "$nproc" -ge 1 ] || nproc=1
-fi
+resolve_devices() {  # nproc=auto: every local GPU (1 process without one); eval_device=auto: cuda when present
+  if [ "$nproc" = auto ]; then
+    nproc=$("$python" -c 'import torch; print(torch.cuda.device_count())')
+    [ "$nproc" -ge 1 ] || nproc=1
+  fi
+  if [ "$eval_device" = auto ]; then
+    if [ "$device" = cpu ]; then eval_device=cpu
+    else eval_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")'); fi
+  fi
+}
 aug_args=()
 if [ "$aug_prob" != 0 ]; then
   [ -f "$data/musan/wav.scp" ] && aug_args+=(--augment-noise "$data/musan")
@@ -99,6 +101,8 @@ if [ "$aug_prob" != 0 ]; then
   [ ${#aug_args[@]} -gt 0 ] && aug_args+=(--augment-prob "$aug_prob")
 fi
 students() { for cfg in $student_configs; do basename "$cfg" .yaml; done; }
+
+if on 3 || on 4 || on 6; then resolve_devices; fi
 
 if on 1; then
   echo "stage 1: prepare $vox1 + $vox2_dev -> $data"

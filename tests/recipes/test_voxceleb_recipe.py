@@ -159,3 +159,19 @@ def test_shipped_student_configs_use_train_student_options():
             if isinstance(value, (dict, list)):
                 continue  # model-args / temperatures: --config passes them as JSON / comma-separated text
             options[key].type.convert(value, options[key], None)
+
+
+def test_run_sh_options():
+    """--name value and --name=value set the settings; an unknown option or one without a value stops
+    the script (exit 2) naming it; --help lists the settings."""
+    def run(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(RUN), *a], capture_output=True, text=True, timeout=60)
+
+    r = run("--vox-1", "/x")
+    assert r.returncode == 2 and "unknown option --vox-1" in r.stderr
+    r = run("--stage")
+    assert r.returncode == 2 and "--stage needs a value" in r.stderr
+    r = run("--stage=8", "--stop_stage", "8", "--crops-per-utt", "3")  # no stage 8: nothing runs
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    r = run("--help")
+    assert r.returncode == 0 and "crops_per_utt=10" in r.stdout and "student_configs=" in r.stdout
