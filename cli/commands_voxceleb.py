@@ -20,7 +20,7 @@ import click
 @click.option("--audio-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the converted VoxCeleb2 audio goes [default: OUT/vox2_dev_audio].")
 @click.option("--audio-format", type=click.Choice(["wav", "flac"]), default="wav", show_default=True,
-              help="Converted VoxCeleb2 audio: wav as WeSpeaker (about 264 GB) or lossless flac (smaller, "
+              help="Converted VoxCeleb2 audio: wav as WeSpeaker (about 270 GB) or lossless flac (smaller, "
                    "more CPU per read).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Decoding processes.")
 @click.option("--cohort-per-speaker", default=10, show_default=True, type=click.IntRange(0),
