@@ -81,6 +81,10 @@ def _register() -> None:
     for module in (commands_data, commands_train, commands_cache, commands_model):
         for command in module.COMMANDS:
             main.add_command(command)
+    from cli import commands_voxceleb
+
+    for command in commands_voxceleb.COMMANDS:
+        main.add_command(command)
 
 
 _register()

@@ -59,9 +59,13 @@ class AugmentConfig:
 
 
 def _list_audio(folder: str, what: str) -> list[tuple[str, Path]]:
+    """(name, path) of the folder's audio files, sorted; a folder holding a ``wav.scp`` (``<name> <path>``,
+    as ``kdcache prepare-voxceleb`` writes for MUSAN and RIRS_NOISES) lists them instead."""
     root = Path(folder)
     if not root.is_dir():
         raise KdcacheError(f"{root}: {what} folder not found")
+    if (root / "wav.scp").is_file():
+        return _read_list(root / "wav.scp")
     files = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -71,6 +75,18 @@ def _list_audio(folder: str, what: str) -> list[tuple[str, Path]]:
                 files.append((p.relative_to(root).as_posix(), p))
     if not files:
         raise KdcacheError(f"{root}: no .wav or .flac files in the {what} folder")
+    return sorted(files)
+
+
+def _read_list(scp: Path) -> list[tuple[str, Path]]:
+    from kdcache.data.corpus import read_table
+
+    files = []
+    for _line, name, value in read_table(scp, "audio list"):
+        path = Path(value)
+        files.append((name, path if path.is_absolute() else scp.parent / path))
+    if len({name for name, _ in files}) != len(files):
+        raise KdcacheError(f"{scp}: duplicate names in the audio list")
     return sorted(files)
 
 
