@@ -90,10 +90,12 @@ def cache_group() -> None:
 @click.argument("cache")
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON (for scripts).")
 def cache_info_cmd(cache: str, as_json: bool) -> None:
-    """Provenance, completeness, sizes and bytes per row of each array."""
-    from kdcache.cache.info import cache_info, format_info
+    """Provenance, completeness, teacher outputs held and the methods (--loss) they allow, sizes and bytes
+    per row of each array."""
+    from kdcache.cache.info import format_info
+    from kdcache.train.sources import cache_info_with_methods
 
-    info = cache_info(cache)
+    info = cache_info_with_methods(cache)
     click.echo(json.dumps(info, indent=1, default=str) if as_json else format_info(info))
 
 

@@ -37,7 +37,9 @@ import zarr
 from kdcache.errors import IntegrityError, KdcacheError
 
 from . import schema as sc
-from .reader import TeacherCache, _is_remote, _local_path
+from .reader import TeacherCache
+from .store import is_remote as _is_remote
+from .store import local_path as _local_path
 from .verify import VerifyReport, verify_cache
 
 STATE_FILE = ".kdcache-pull.json"

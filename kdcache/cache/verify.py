@@ -13,7 +13,8 @@ from zarr.core.sync import sync
 from kdcache.errors import IntegrityError, KdcacheError
 
 from . import schema as sc
-from .reader import TeacherCache, read_done, unsafe_utterance_id
+from .reader import TeacherCache
+from .validation import read_done, unsafe_utterance_id
 
 # What zarr raises when stored bytes fail to decode (checksum mismatch, truncated shard or index).
 _DECODE_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)

@@ -27,7 +27,7 @@ from kdcache.cache.writer import CacheWriter, build_lock
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
 from kdcache.data.crops import CropPlan, plan_rows
-from kdcache.data.datasets import ReplayDataset, worker_init
+from kdcache.data.datasets import ReplayDataset, loader_settings
 from kdcache.data.features import FeatureConfig
 from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
 from kdcache.distributed import DistContext, autocast_for, init_distributed
@@ -295,11 +295,8 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
     loader = DataLoader(
         dataset,
         batch_sampler=_ShardBatches(shard_slices, cfg.batch_size),
-        num_workers=cfg.num_workers,
-        worker_init_fn=worker_init if cfg.num_workers > 0 else None,
         collate_fn=_collate,
-        pin_memory=ctx.device.type == "cuda",
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        **loader_settings(cfg.num_workers, ctx.device),
     )
     runner = TeacherRunner(model, ctx.device, cfg, duration_frames)
     labels_all = torch.from_numpy(recipe_arrays["label"])
