@@ -165,8 +165,9 @@ def _content_problems(name: str, data: np.ndarray, where: str, row0: int, U: int
             out.append(f"{name}: {where} has {bad.size} unwritten or non-finite rows (first: row {row0 + bad[0]})")
     elif name == sc.ROW_UTTERANCE and data.size and (data.min() < 0 or data.max() >= U):
         out.append(f"{name}: {where} has utterance indices outside [0, {U})")
-    elif name == sc.ROW_LABEL and data.size and (data.min() < 0 or data.max() >= S):
-        out.append(f"{name}: {where} has labels outside [0, {S})")
+    elif name == sc.ROW_LABEL and data.size and (data.min() < -1 or data.max() >= S):
+        # -1 marks a speaker unknown to the teacher (--allow-unknown-speakers), as the writer allows
+        out.append(f"{name}: {where} has labels outside [-1, {S}) (-1: speaker unknown to the teacher)")
     return out
 
 
