@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -186,7 +187,7 @@ class TeacherRunner:
     def __call__(self, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = feats.to(self.device, non_blocking=True)
         logits, emb = self.forward(feats)
-        out = {"teacher/logits": logits, "teacher/embedding": emb}
+        out = {"logits": logits, "embedding": emb}  # keyed by output name (schema.OUTPUTS)
         if self.cfg.saliency:
             labels = labels.to(self.device)
             targets = torch.where(labels >= 0, labels, logits.argmax(dim=1))
@@ -197,7 +198,7 @@ class TeacherRunner:
             # The integrated input is built from the float16 maps the student will read back.
             inputs = integrated_inputs(feats, maps16.float(), self.cfg.integrated_input)
             i_logits, i_emb = self.forward(inputs)
-            out |= {"teacher/saliency": maps16, "teacher/integrated_logits": i_logits, "teacher/integrated_embedding": i_emb}
+            out |= {"saliency": maps16, "integrated_logits": i_logits, "integrated_embedding": i_emb}
         return out
 
 
@@ -286,8 +287,10 @@ def _open_writer(cfg, ctx: DistContext, layout, speakers: list[str], corpus: Cor
     return writer
 
 
-def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, duration_frames,
-                pending: list[int], summary: BuildSummary) -> None:
+def _run_shards(cfg: BuildConfig, ctx: DistContext, model: torch.nn.Module, writer: CacheWriter, layout: CacheLayout,
+                corpus: Corpus, recipe_arrays: dict[str, np.ndarray], features: FeatureConfig,
+                augmenter: Augmenter | None, duration_frames: list[int], pending: list[int],
+                summary: BuildSummary) -> None:
     replay = ReplayDataset(corpus, recipe_arrays, features, augmenter)
     frames = layout.saliency_shape[1] if layout.saliency_shape else features.frames_for_seconds(cfg.crop_seconds)
     dataset = _SafeReplay(replay, frames, features.num_mel_bins)
@@ -298,55 +301,92 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
         collate_fn=_collate,
         **loader_settings(cfg.num_workers, ctx.device),
     )
-    runner = TeacherRunner(model, ctx.device, cfg, duration_frames)
-    labels_all = torch.from_numpy(recipe_arrays["label"])
+    loop = ShardLoop(writer, TeacherRunner(model, ctx.device, cfg, duration_frames),
+                     torch.from_numpy(recipe_arrays["label"]), cfg.skip_bad_audio)
     total_rows = sum(sl.stop - sl.start for sl in shard_slices)
     bar = tqdm(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
                unit="row", disable=not cfg.show_progress, mininterval=1.0, dynamic_ncols=True)
-    shard_iter = iter(zip(pending, shard_slices))
-    shard, sl = next(shard_iter)
-    buffers: dict[str, list[torch.Tensor]] = {}
-    bad: list[int] = []
-    filled = 0
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
-    in_flight: Future | None = None
     try:
-        for rows, feats, crcs, errors in loader:
-            failed = [k for k, e in enumerate(errors) if e]
-            if failed and not cfg.skip_bad_audio:
-                raise KdcacheError(
-                    f"{errors[failed[0]]} (row {int(rows[failed[0]])}; finished shards are kept; "
-                    "pass --skip-bad-audio to record such rows and go on)"
-                )
-            outputs = runner(feats, labels_all[rows])
-            outputs["rows/input_crc"] = crcs
-            outputs["rows/bad"] = torch.zeros(len(rows), dtype=torch.uint8)
-            for k in failed:
-                bad.append(int(rows[k]))
-                outputs["rows/bad"][k] = 1
-            for name, value in outputs.items():
-                buffers.setdefault(name, []).append(value.detach().cpu())
-            filled += len(rows)
-            bar.update(len(rows))
-            if filled == sl.stop - sl.start:
+        loop.run(loader, pending, bar.update)
+    finally:
+        bar.close()
+    summary.shards_written += loop.shards_written
+    summary.bad_rows = len(loop.bad_rows)
+    if loop.bad_rows:
+        summary.extra["bad_rows"] = loop.bad_rows
+
+
+@dataclass
+class ShardLoop:
+    """Fills shards from batches of replayed crops (which never cross a shard) and writes each shard as
+    soon as it is full, in a background thread, so writing overlaps the next shard's compute.
+
+    labels: [N] the teacher label of every cache row (-1: speaker unknown to the teacher);
+    skip_bad_audio: record unreadable rows in ``rows/bad`` and go on, instead of stopping.
+    """
+
+    writer: CacheWriter
+    runner: TeacherRunner
+    labels: torch.Tensor
+    skip_bad_audio: bool = False
+    shards_written: int = 0
+    bad_rows: list[int] = field(default_factory=list)
+
+    def outputs(self, rows: torch.Tensor, feats: torch.Tensor, crcs: torch.Tensor,
+                errors: list[str]) -> dict[str, torch.Tensor]:
+        """One batch's per-row arrays, keyed as ``CacheWriter.write_shard`` takes them."""
+        failed = [k for k, e in enumerate(errors) if e]
+        if failed and not self.skip_bad_audio:
+            raise KdcacheError(
+                f"{errors[failed[0]]} (row {int(rows[failed[0]])}; finished shards are kept; "
+                "pass --skip-bad-audio to record such rows and go on)"
+            )
+        outputs = self.runner(feats, self.labels[rows])
+        outputs["input_crc"] = crcs
+        outputs["bad"] = torch.zeros(len(rows), dtype=torch.uint8)
+        for k in failed:
+            self.bad_rows.append(int(rows[k]))
+            outputs["bad"][k] = 1
+        return outputs
+
+    def run(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]],
+            shards: list[int], progress: Callable[[int], Any]) -> None:
+        """Write ``shards`` (in order) from ``batches`` of (rows, feats, crcs, errors) covering them."""
+        layout = self.writer.layout
+        pending = iter(shards)
+        shard = next(pending)
+        size = _rows_in(layout, shard)
+        buffers: dict[str, list[torch.Tensor]] = {}
+        filled = 0
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+        in_flight: Future | None = None
+        try:
+            for rows, feats, crcs, errors in batches:
+                for name, value in self.outputs(rows, feats, crcs, errors).items():
+                    buffers.setdefault(name, []).append(value.detach().cpu())
+                filled += len(rows)
+                progress(len(rows))
+                if filled < size:
+                    continue
                 arrays = {name: torch.cat(parts).numpy() for name, parts in buffers.items()}
                 if in_flight is not None:
                     in_flight.result()
-                in_flight = pool.submit(_write_shard, writer, shard, arrays)
-                summary.shards_written += 1
+                in_flight = pool.submit(_write_shard, self.writer, shard, arrays)
+                self.shards_written += 1
                 buffers, filled = {}, 0
-                nxt = next(shard_iter, None)
-                if nxt is None:
+                shard = next(pending, None)
+                if shard is None:
                     break
-                shard, sl = nxt
-        if in_flight is not None:
-            in_flight.result()
-    finally:
-        pool.shutdown(wait=True)
-        bar.close()
-    summary.bad_rows = len(bad)
-    if bad:
-        summary.extra["bad_rows"] = bad
+                size = _rows_in(layout, shard)
+            if in_flight is not None:
+                in_flight.result()
+        finally:
+            pool.shutdown(wait=True)
+
+
+def _rows_in(layout: CacheLayout, shard: int) -> int:
+    rows = layout.shard_slice(shard)
+    return rows.stop - rows.start
 
 
 def _write_shard(writer: CacheWriter, shard: int, arrays: dict[str, np.ndarray]) -> None:
