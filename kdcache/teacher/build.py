@@ -10,16 +10,14 @@ skipped on a rerun; under ``torchrun`` rank r takes shards s with s % world_size
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import kdcache
@@ -35,6 +33,7 @@ from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.teacher.saliency import multi_duration_saliency
+from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate
 
 
 @dataclass
@@ -122,50 +121,6 @@ def build_attrs(cfg: BuildConfig, tconf: ModelConfig, features: FeatureConfig, p
         ),
         "augment": augmenter.manifest() if augmenter is not None else None,
     }
-
-
-class _ShardBatches(torch.utils.data.Sampler):
-    """Batches of row indices that never cross a shard boundary, shard by shard."""
-
-    def __init__(self, shards: list[slice], batch_size: int) -> None:
-        self.batches = [
-            list(range(start, min(start + batch_size, sl.stop)))
-            for sl in shards
-            for start in range(sl.start, sl.stop, batch_size)
-        ]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class _SafeReplay(Dataset):
-    """A replay dataset that reports unreadable audio instead of raising inside a worker."""
-
-    def __init__(self, replay: ReplayDataset, frames: int, bins: int) -> None:
-        self.replay = replay
-        self.frames = frames
-        self.bins = bins
-
-    def __len__(self) -> int:
-        return len(self.replay)
-
-    def __getitem__(self, i: int):
-        try:
-            row, feats, crc = self.replay[i]
-            return row, feats, crc, ""
-        except KdcacheError as err:
-            return i, torch.zeros(self.frames, self.bins), 0, str(err)
-
-
-def _collate(items):
-    rows = torch.tensor([it[0] for it in items], dtype=torch.int64)
-    feats = torch.stack([it[1] for it in items])
-    crcs = torch.tensor([it[2] for it in items], dtype=torch.int64)
-    errors = [it[3] for it in items]
-    return rows, feats, crcs, errors
 
 
 class TeacherRunner:
@@ -293,12 +248,12 @@ def _run_shards(cfg: BuildConfig, ctx: DistContext, model: torch.nn.Module, writ
                 summary: BuildSummary) -> None:
     replay = ReplayDataset(corpus, recipe_arrays, features, augmenter)
     frames = layout.saliency_shape[1] if layout.saliency_shape else features.frames_for_seconds(cfg.crop_seconds)
-    dataset = _SafeReplay(replay, frames, features.num_mel_bins)
+    dataset = SafeReplay(replay, frames, features.num_mel_bins)
     shard_slices = [layout.shard_slice(s) for s in pending]
     loader = DataLoader(
         dataset,
-        batch_sampler=_ShardBatches(shard_slices, cfg.batch_size),
-        collate_fn=_collate,
+        batch_sampler=ShardBatches(shard_slices, cfg.batch_size),
+        collate_fn=collate,
         **loader_settings(cfg.num_workers, ctx.device),
     )
     loop = ShardLoop(writer, TeacherRunner(model, ctx.device, cfg, duration_frames),
@@ -316,85 +271,3 @@ def _run_shards(cfg: BuildConfig, ctx: DistContext, model: torch.nn.Module, writ
         summary.extra["bad_rows"] = loop.bad_rows
 
 
-@dataclass
-class ShardLoop:
-    """Fills shards from batches of replayed crops (which never cross a shard) and writes each shard as
-    soon as it is full, in a background thread, so writing overlaps the next shard's compute.
-
-    labels: [N] the teacher label of every cache row (-1: speaker unknown to the teacher);
-    skip_bad_audio: record unreadable rows in ``rows/bad`` and go on, instead of stopping.
-    """
-
-    writer: CacheWriter
-    runner: TeacherRunner
-    labels: torch.Tensor
-    skip_bad_audio: bool = False
-    shards_written: int = 0
-    bad_rows: list[int] = field(default_factory=list)
-
-    def outputs(self, rows: torch.Tensor, feats: torch.Tensor, crcs: torch.Tensor,
-                errors: list[str]) -> dict[str, torch.Tensor]:
-        """One batch's per-row arrays, keyed as ``CacheWriter.write_shard`` takes them."""
-        failed = [k for k, e in enumerate(errors) if e]
-        if failed and not self.skip_bad_audio:
-            raise KdcacheError(
-                f"{errors[failed[0]]} (row {int(rows[failed[0]])}; finished shards are kept; "
-                "pass --skip-bad-audio to record such rows and go on)"
-            )
-        outputs = self.runner(feats, self.labels[rows])
-        outputs["input_crc"] = crcs
-        outputs["bad"] = torch.zeros(len(rows), dtype=torch.uint8)
-        for k in failed:
-            self.bad_rows.append(int(rows[k]))
-            outputs["bad"][k] = 1
-        return outputs
-
-    def run(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]],
-            shards: list[int], progress: Callable[[int], Any]) -> None:
-        """Write ``shards`` (in order) from ``batches`` of (rows, feats, crcs, errors) covering them."""
-        layout = self.writer.layout
-        pending = iter(shards)
-        shard = next(pending)
-        size = _rows_in(layout, shard)
-        buffers: dict[str, list[torch.Tensor]] = {}
-        filled = 0
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
-        in_flight: Future | None = None
-        try:
-            for rows, feats, crcs, errors in batches:
-                for name, value in self.outputs(rows, feats, crcs, errors).items():
-                    buffers.setdefault(name, []).append(value.detach().cpu())
-                filled += len(rows)
-                progress(len(rows))
-                if filled < size:
-                    continue
-                arrays = {name: torch.cat(parts).numpy() for name, parts in buffers.items()}
-                if in_flight is not None:
-                    in_flight.result()
-                in_flight = pool.submit(_write_shard, self.writer, shard, arrays)
-                self.shards_written += 1
-                buffers, filled = {}, 0
-                shard = next(pending, None)
-                if shard is None:
-                    break
-                size = _rows_in(layout, shard)
-            if in_flight is not None:
-                in_flight.result()
-        finally:
-            pool.shutdown(wait=True)
-
-
-def _rows_in(layout: CacheLayout, shard: int) -> int:
-    rows = layout.shard_slice(shard)
-    return rows.stop - rows.start
-
-
-def _write_shard(writer: CacheWriter, shard: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one shard; a failing disk (full, read-only, gone) becomes one line naming the shard."""
-    try:
-        writer.write_shard(shard, arrays)
-    except OSError as err:
-        raise KdcacheError(
-            f"{writer.path}: writing shard {shard} failed ({err.strerror or err}); finished shards are kept "
-            "and verified on resume: fix the disk (e.g. free space) and rerun the same command"
-        ) from err
