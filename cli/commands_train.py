@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option, workers_option
-from kdcache.distill.methods import describe as describe_methods
-from kdcache.distill.methods import names as method_names
+from cli.options import MethodsHelpCommand, method_choice, device_option, workers_option
 from kdcache.errors import KdcacheError
 
 
@@ -112,13 +110,13 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
-@click.command("train-student")
+@click.command("train-student", cls=MethodsHelpCommand)
 @click.option("--cache", required=True, help="Teacher cache: a path, file://, http(s):// or s3:// URL.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it).")
 @click.option("--student", default="xvector", show_default=True,
               help="xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024 or campplus.")
 @click.option("--model-args", default="{}", show_default=True, help="JSON of student architecture arguments (narrow CPU variants).")
-@click.option("--loss", type=click.Choice(method_names()), default="dkd", show_default=True,
+@click.option("--loss", type=method_choice(), default="dkd", show_default=True,
               help="The training method (its options: --loss-args; list below).")
 @click.option("--loss-args", default="{}", show_default=True,
               help="JSON of the method's options, e.g. '{\"beta\": 8, \"temperature\": 2, \"logit_stand\": true}'. "
@@ -198,8 +196,5 @@ def train_student_cmd(cache, data, student, model_args, loss, loss_args, out, ep
         write_metrics(metrics, Path(out) / "metrics.json")
         click.echo(f"EER {100 * metrics['eer']:.2f}%  minDCF(0.01) {metrics['min_dcf']:.4f}  -> {Path(out) / 'metrics.json'}")
 
-
-train_student_cmd.help += "\n    \b\n    Methods (--loss) and their options (--loss-args JSON):\n" + "\n".join(
-    "      " + line for line in describe_methods().splitlines())
 
 COMMANDS = [train_teacher_cmd, train_student_cmd]

@@ -34,7 +34,7 @@ import fsspec
 import numpy as np
 import zarr
 
-from kdcache.errors import IntegrityError, KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
 from .reader import TeacherCache
@@ -147,8 +147,7 @@ def _check_dest(dest: Path, source: str, settings: dict[str, Any]) -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return f"{type(err).__name__}: {text}"[:300]
+    return f"{type(err).__name__}: {one_line(err)}"[:300]
 
 
 def pull_cache(

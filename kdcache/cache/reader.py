@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from kdcache.errors import IntegrityError, KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
 from .codecs import as_dtype, decode, factorized_logits, stored_inputs
@@ -108,7 +108,7 @@ class TeacherCache:
         except Exception as e:  # noqa: BLE001 - network errors of any fsspec client (aiohttp, botocore, ...)
             if not remote and not isinstance(e, OSError):
                 raise
-            text = " ".join(str(e).split()) or type(e).__name__
+            text = one_line(e)
             raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from None
         settings = group.attrs.get(sc.ATTRS_KEY)
         if not isinstance(settings, dict):

@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from kdcache.errors import IntegrityError, KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
 from .reader import TeacherCache
@@ -150,7 +150,7 @@ def _raise_if_unreachable(cache: TeacherCache, what: str, err: Exception) -> Non
     """A remote read that failed for a reason other than decoding (server gone, timeout) says nothing
     about the data: stop with that, instead of reporting the shard as damaged."""
     if cache.is_remote and not isinstance(err, _DECODE_ERRORS):
-        text = " ".join(str(err).split()) or type(err).__name__
+        text = one_line(err)
         raise KdcacheError(
             f"{cache.url}: reading {what} failed ({type(err).__name__}: {text[:200]}); "
             "the store is unreachable, not known to be damaged: rerun when it answers"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kdcache.errors import KdcacheError
+from kdcache.errors import KdcacheError, one_line
 
 SAMPLE_RATE = 16000
 
@@ -19,7 +19,7 @@ def _open(path: Path) -> sf.SoundFile:
     except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
         if not path.exists():
             raise KdcacheError(f"{path}: audio file not found") from None
-        raise KdcacheError(f"{path}: cannot read audio: {' '.join(str(e).split())}") from None
+        raise KdcacheError(f"{path}: cannot read audio: {one_line(e)}") from None
     if f.samplerate != SAMPLE_RATE or f.channels != 1:
         f.close()
         raise KdcacheError(f"{path}: {f.samplerate} Hz, {f.channels} channel(s); expected "
@@ -31,7 +31,7 @@ def _read(f: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
     try:
         x = f.read(frames, dtype="float32", always_2d=False)
     except (RuntimeError, OSError) as e:
-        raise KdcacheError(f"{path}: cannot read audio: {' '.join(str(e).split())}") from None
+        raise KdcacheError(f"{path}: cannot read audio: {one_line(e)}") from None
     if len(x) != frames:
         raise KdcacheError(f"{path}: expected {frames} samples, read {len(x)} (truncated file?)")
     return x

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import kdcache
-from kdcache.cache.schema import CacheLayout
+from kdcache.cache.schema import LOGITS_MODES, CacheLayout
 from kdcache.cache.writer import CacheWriter, build_lock
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
@@ -159,8 +159,8 @@ class TeacherRunner:
 
 def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
     """Build (or resume) the cache described by ``cfg``; returns what was done."""
-    if cfg.logits not in ("dense", "uint8", "factorized"):
-        raise KdcacheError(f"--logits {cfg.logits}: choose dense, uint8 or factorized")
+    if cfg.logits not in LOGITS_MODES:
+        raise KdcacheError(f"--logits {cfg.logits}: choose {', '.join(LOGITS_MODES)}")
     if cfg.integrated_input not in INTEGRATED_INPUT_MODES:
         raise KdcacheError(f"--integrated-input {cfg.integrated_input}: choose {', '.join(INTEGRATED_INPUT_MODES)}")
     ctx = init_distributed(cfg.device)
