@@ -36,17 +36,10 @@ def replay_waveform(
     return wave
 
 
-def crop_features(
-    corpus: Corpus,
-    utterance: int,
-    start: int,
-    num_samples: int,
-    aug_seed: int,
-    augmenter: Augmenter | None,
-    features: FeatureConfig,
-) -> tuple[torch.Tensor, np.ndarray]:
+def crop_features(corpus: Corpus, utterance: int, start: int, num_samples: int, aug_seed: int,
+                  augmenter: Augmenter | None, features: FeatureConfig) -> tuple[torch.Tensor, np.ndarray]:
     """The one crop -> augment -> fbank path of every dataset (teacher training, cache building, phase 2):
-    ``(fbank [T, F] float32, waveform [num_samples] float32)`` of a crop recipe."""
+    ``(fbank [T, F] float32, waveform [num_samples] float32)`` of a crop recipe (``replay_waveform``)."""
     wave = replay_waveform(corpus, utterance, start, num_samples, aug_seed, augmenter)
     return compute_fbank(wave, features), wave
 

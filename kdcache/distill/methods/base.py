@@ -142,12 +142,13 @@ class Method(nn.Module):
 
     @classmethod
     def check_fields(cls, fields: frozenset[str], source: str, hint: Mapping[str, str]) -> None:
-        """Refuse a batch source that lacks a field this method reads (``hint``: field -> how to add it)."""
+        """Refuse a batch source (``source``: its name, e.g. the cache path) that lacks a field this method
+        reads (``hint``: field -> the build option that adds it)."""
         for name in cls.reads:
             if name not in fields:
                 how = hint.get(name)
-                raise KdcacheError(f"{source}: --loss {cls.name} reads {name}, which it does not hold"
-                                   + (f"; rebuild it with {how}" if how else ""))
+                raise KdcacheError(f"{source}: --loss {cls.name} reads {name}, which the cache does not hold"
+                                   + (f"; rebuild the cache with {how}" if how else ""))
 
     # ----------------------------------------------------------------- per batch
     def outputs(self, student: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
