@@ -40,3 +40,21 @@ def test_the_trainer_loss_of_every_method_is_bit_equal_to_before():
 def test_every_loss_function_is_bit_equal_to_before():
     expected = json.loads((LEGACY / "losses.json").read_text())["losses"]
     assert make_legacy.loss_values() == expected
+
+
+@pytest.mark.parametrize("loss", ["kd", "dkd", "mlkd"])
+def test_logit_standardized_kd_trains_through_loss_args(legacy_corpus, tmp_path, loss):
+    from kdcache.train.student import StudentTrainConfig, train_student
+
+    out = tmp_path / "student"
+    train_student(StudentTrainConfig(
+        cache=str(LEGACY / "cache.zarr"), data=str(legacy_corpus / "train"), student="xvector", loss=loss,
+        out=str(out), model_args=dict(make_legacy.STUDENT_ARGS), epochs=1, batch_size=8, lr=0.05, num_workers=0,
+        device="cpu", show_progress=False, temperature=2.0 if loss != "mlkd" else None,
+        loss_args={"logit_stand": True},
+    ))
+    log = json.loads((out / "train_log.jsonl").read_text())
+    plain = json.loads((LEGACY / "train_logs" / f"{loss}.jsonl").read_text())
+    assert set(log) - {"seconds", "rows_per_s"} == set(plain) and log["loss"] > 0 and log["loss"] != plain["loss"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["extra"]["training"]["loss_options"]["logit_stand"] is True
