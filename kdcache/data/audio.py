@@ -13,13 +13,19 @@ from kdcache.errors import KdcacheError, one_line
 SAMPLE_RATE = 16000
 
 
+def unreadable_audio(path: Path, err: BaseException, where: str | None = None) -> KdcacheError:
+    """The one-line error for audio soundfile cannot open (``err``): not found, or why not readable.
+    ``where`` (default: the path) starts the line."""
+    if not path.exists():
+        return KdcacheError(f"{where or path}: audio file not found")
+    return KdcacheError(f"{where or path}: cannot read audio: {one_line(err)}")
+
+
 def _open(path: Path) -> sf.SoundFile:
     try:
         f = sf.SoundFile(str(path))
     except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
-        if not path.exists():
-            raise KdcacheError(f"{path}: audio file not found") from None
-        raise KdcacheError(f"{path}: cannot read audio: {one_line(e)}") from None
+        raise unreadable_audio(path, e) from None
     if f.samplerate != SAMPLE_RATE or f.channels != 1:
         f.close()
         raise KdcacheError(f"{path}: {f.samplerate} Hz, {f.channels} channel(s); expected "

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile as sf
 
+from kdcache.data.audio import unreadable_audio
 from kdcache.errors import KdcacheError, one_line
 
 SAMPLE_RATE = 16000
@@ -154,9 +155,7 @@ def audio_info(path: Path, where: str | None = None) -> int:
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
-        if not path.exists():
-            raise KdcacheError(f"{at}: audio file not found") from None
-        raise KdcacheError(f"{at}: cannot read audio: {one_line(e)}") from None
+        raise unreadable_audio(path, e, at) from None
     if info.samplerate != SAMPLE_RATE:
         raise KdcacheError(f"{at}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} "
                            "(resample the corpus to 16 kHz)")
