@@ -6,7 +6,7 @@ Three views, all interleaved in one process (1 torch thread in the measuring pro
 
 - end-to-end: what ``kdcache train-student`` runs: ``BlockSampler`` -> ``DataLoader`` (1 worker,
   prefetch 4) over ``CacheBatches`` (replayed audio, fbank, cached teacher rows) -> forward, loss,
-  backward, SGD. The CE variant reads no teacher arrays (``TEACHER_INPUTS['ce']``), so the (b)/(a)
+  backward, SGD. The CE variant reads no teacher arrays (``reads`` of the ``ce`` method), so the (b)/(a)
   ratio is the whole price of distilling from the cache. The online variants use the CE data path
   plus the teacher in memory.
 - compute only: the same steps on a batch already in memory (the loss and the extra forward).
@@ -43,10 +43,11 @@ from kdcache.cache.sampler import BlockSampler  # noqa: E402
 from kdcache.data.corpus import load_corpus  # noqa: E402
 from kdcache.data.datasets import worker_init  # noqa: E402
 from kdcache.data.features import FeatureConfig  # noqa: E402
-from kdcache.distill.integrated import integrated_inputs  # noqa: E402
 from kdcache.models import attach_head, build_model, count_parameters  # noqa: E402
 from kdcache.teacher.build import BuildConfig, TeacherRunner  # noqa: E402
-from kdcache.train.student import TEACHER_INPUTS, CacheBatches, StudentNet, StudentTrainConfig, student_loss  # noqa: E402
+from kdcache.cache.batches import CacheBatches  # noqa: E402
+from kdcache.distill.methods import RunInfo, build, get  # noqa: E402
+from kdcache.train.student import StudentNet, StudentTrainConfig, total_loss  # noqa: E402
 
 VARIANTS = {
     "a": ("ce", "cache", "(a) ce"),
@@ -96,25 +97,24 @@ class Bench:
         self.corpus = load_corpus(data)
         self.features = FeatureConfig()
         self.scale = F.SCALE
-        self.integrated_mode = self.cache.settings["saliency"]["integrated_input"]
         self.datasets = {
-            loss: CacheBatches(self.cache, self.corpus, self.features, None, with_saliency=loss == "imlkd",
-                               teacher=TEACHER_INPUTS[loss])
+            loss: CacheBatches(self.cache, self.corpus, self.features, None, teacher=get(loss).reads)
             for loss in ("ce", "dkd", "imlkd")
         }
         torch.manual_seed(0)
         student = build_model(args.student, **json.loads(args.student_args))
         attach_head(student, F.VOX2_SPEAKERS, scale=F.SCALE).update(0.2)
-        self.student0 = StudentNet(student, D)
-        self.init_state = copy.deepcopy(self.student0.state_dict())
-        self.nets = {}
-        for key in VARIANTS:
-            net = copy.deepcopy(self.student0)
-            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-            self.nets[key] = (net.train(), opt)
         self.cfgs = {loss: StudentTrainConfig(cache="", data="", student=args.student, loss=loss, out="", beta=2.0,
                                               teacher_margin=0.2)
                      for loss in ("ce", "dkd", "imlkd")}
+        run = RunInfo(epochs=self.cfgs["ce"].epochs, student_dim=int(student.embed_dim), teacher_dim=D,
+                      teacher_scale=F.SCALE, teacher_margin=0.2, teacher=self.cache.settings)
+        self.nets, self.init_states = {}, {}
+        for key, (loss, _, _) in VARIANTS.items():
+            net = StudentNet(copy.deepcopy(student), build(loss, self.cfgs[loss].method_options(), run))
+            self.init_states[key] = copy.deepcopy(net.state_dict())
+            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+            self.nets[key] = (net.train(), opt)
         frames = self.features.frames_for_seconds(2.0)
         self.ig_cfg = BuildConfig(data="", teacher="", out="", saliency=True, ig_steps=args.ig_steps,
                                   ig_durations=(2.0, 1.0))
@@ -150,9 +150,9 @@ class Bench:
         outs = self.runner_ig(batch["feats"][:k], batch["label"][:k])
         t_k = time.perf_counter() - t0
         reps = -(-B // k)
-        batch["saliency"] = outs["teacher/saliency"].float().repeat(reps, 1, 1, 1)[:B]
-        batch["integrated_logits"] = outs["teacher/integrated_logits"].repeat(reps, 1)[:B]
-        batch["integrated_embedding"] = outs["teacher/integrated_embedding"].repeat(reps, 1)[:B]
+        batch["saliency"] = outs["saliency"].float().repeat(reps, 1, 1, 1)[:B]
+        batch["integrated_logits"] = outs["integrated_logits"].repeat(reps, 1)[:B]
+        batch["integrated_embedding"] = outs["integrated_embedding"].repeat(reps, 1)[:B]
         return (B / k - 1.0) * t_k
 
     def step(self, key: str, batch: dict, net_key: str | None = None) -> float:
@@ -160,12 +160,9 @@ class Bench:
         loss, source, _ = VARIANTS[key]
         net, opt = self.nets[net_key or key]
         extra = self.teacher_online(key, batch) if source == "online" else 0.0
-        cfg = self.cfgs[loss]
         for group in opt.param_groups:
             group["lr"] = 0.01
-        integrated = integrated_inputs(batch["feats"], batch["saliency"], self.integrated_mode) if loss == "imlkd" else None
-        out = net(batch["feats"], batch["label"], integrated)
-        total, logs = student_loss(cfg, out, batch, 5.0, self.scale)
+        total, logs = total_loss(net(batch, 5.0))
         if not torch.isfinite(total):
             raise RuntimeError(f"{key}: loss is {total}")
         opt.zero_grad(set_to_none=True)
@@ -192,7 +189,7 @@ class Bench:
         loss, source, _ = VARIANTS[key]
         whole = steps is None
         net, opt = self.nets[key]  # every epoch starts from the same weights
-        net.load_state_dict(self.init_state)
+        net.load_state_dict(self.init_states[key])
         opt.state.clear()
         r0 = _rusage()
         it = iter(self.loader("ce" if source == "online" else loss))
@@ -213,13 +210,13 @@ class Bench:
         """(wall, CPU) seconds of one step on a batch in memory (online: teacher included). CPU is this
         thread's (torch runs 1 thread here): far less disturbed by other jobs on the machine than wall."""
         b = dict(batch)
-        # every variant steps the same net object from the same weights (and a fresh optimizer state):
-        # only the loss differs, not weights drifting apart or where their memory lies
-        net, opt = self.nets["a"]
-        net.load_state_dict(self.init_state)
+        # every variant steps from the same student weights (and a fresh optimizer state): only the loss
+        # (the method, and its projection for imlkd) differs, not weights drifting apart
+        net, opt = self.nets[key]
+        net.load_state_dict(self.init_states[key])
         opt.state.clear()
         c0, t0 = time.thread_time(), time.perf_counter()
-        extra = self.step(key, b, net_key="a")
+        extra = self.step(key, b)
         wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
         return wall + extra, cpu + extra
 

@@ -9,7 +9,7 @@ import click
 
 from cli.commands_train import augment_config, augment_options
 from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
-from cli.options import device_option, workers_option
+from cli.options import INTEGRATED_INPUT_MODES, LOGITS_MODES, device_option, workers_option
 from kdcache.errors import IntegrityError, KdcacheError
 
 
@@ -31,7 +31,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.option("--crops-per-utt", default=4, show_default=True, type=click.IntRange(1), help="Fixed crops cached per utterance.")
 @click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Crop length (2.0 s = 200 frames).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of crop starts, row order and augmentation.")
-@click.option("--logits", "logits_mode", type=click.Choice(["dense", "uint8", "factorized"]), default="dense", show_default=True,
+@click.option("--logits", "logits_mode", type=LOGITS_MODES, default="dense", show_default=True,
               help="dense: float16 (12 KB/row at 5994 speakers); uint8: per-row affine (6 KB); "
                    "factorized: embedding + head only (exact for a cosine head).")
 @click.option("--saliency/--no-saliency", default=False, show_default=True,
@@ -39,7 +39,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.option("--ig-steps", default=50, show_default=True, type=click.IntRange(1), help="Riemann steps of integrated gradients.")
 @click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps.")
 @click.option("--ig-internal-batch-size", default=None, type=click.IntRange(1), help="Bound on IG's internal batch (memory).")
-@click.option("--integrated-input", type=click.Choice(["attribution", "weighted"]), default="attribution", show_default=True,
+@click.option("--integrated-input", type=INTEGRATED_INPUT_MODES, default="attribution", show_default=True,
               help="How IML-KD's integrated inputs are built from the IG maps.")
 @click.option("--shard-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per shard (the unit of work and resume).")
 @click.option("--chunk-rows", default=64, show_default=True, type=click.IntRange(1), help="Rows per inner chunk (the unit of reading).")
@@ -93,10 +93,12 @@ def cache_group() -> None:
 @click.argument("cache")
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON (for scripts).")
 def cache_info_cmd(cache: str, as_json: bool) -> None:
-    """Provenance, completeness, sizes and bytes per row of each array."""
-    from kdcache.cache.info import cache_info, format_info
+    """Provenance, completeness, teacher outputs held and the methods (--loss) they allow, sizes and bytes
+    per row of each array."""
+    from kdcache.cache.info import format_info
+    from kdcache.train.sources import cache_info_with_methods
 
-    info = cache_info(cache)
+    info = cache_info_with_methods(cache)
     click.echo(json.dumps(info, indent=1, default=str) if as_json else format_info(info))
 
 

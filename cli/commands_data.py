@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli.config_file import config_option, save_settings_next_to
-from cli.options import device_option
+from cli.options import SCORE_NORMS, device_option
 
 
 @click.command("make-synthetic-corpus")
@@ -46,7 +46,7 @@ def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: 
               help="Model directory, or an ONNX file written by `kdcache export --format onnx`.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Corpus holding the trial utterances.")
 @click.option("--trials", required=True, type=click.Path(path_type=Path), help="Trial list (VoxCeleb or Kaldi format).")
-@click.option("--score-norm", type=click.Choice(["none", "asnorm"]), default="none", show_default=True)
+@click.option("--score-norm", type=SCORE_NORMS, default="none", show_default=True)
 @click.option("--cohort", type=click.Path(path_type=Path), default=None, help="Cohort corpus (mean subtraction; AS-norm cohort).")
 @click.option("--top-n", default=300, show_default=True, type=click.IntRange(1), help="AS-norm top-N cohort size.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write metrics as JSON here.")

@@ -10,18 +10,22 @@ import click
 
 from cli.commands_model import num_avg_option
 from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
-from cli.options import device_option, workers_option
+from cli.options import MethodsHelpCommand, device_option, method_choice, workers_option
 from kdcache.errors import KdcacheError
 
 
-def parse_model_args(text: str) -> dict:
+def parse_json_object(text: str, option: str, example: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as bad:
-        raise KdcacheError(f"--model-args: not JSON ({bad})") from None
+        raise KdcacheError(f"{option}: not JSON ({bad})") from None
     if not isinstance(value, dict):
-        raise KdcacheError("--model-args: expected a JSON object, e.g. '{\"m_channels\": 8}'")
+        raise KdcacheError(f"{option}: expected a JSON object, e.g. '{example}'")
     return value
+
+
+def parse_model_args(text: str) -> dict:
+    return parse_json_object(text, "--model-args", '{"m_channels": 8}')
 
 
 def margin_options(func):
@@ -111,16 +115,18 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
-@click.command("train-student")
+@click.command("train-student", cls=MethodsHelpCommand)
 @config_option
 @click.option("--cache", required=True, help="Teacher cache: a path, file://, http(s):// or s3:// URL.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it).")
 @click.option("--student", default="xvector", show_default=True,
               help="xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024 or campplus.")
 @click.option("--model-args", default="{}", show_default=True, help="JSON of student architecture arguments (narrow CPU variants).")
-@click.option("--loss", type=click.Choice(["ce", "embedding", "kd", "dkd", "mlkd", "imlkd"]), default="dkd", show_default=True,
-              help="ce: no KD; embedding: 1-cos(P e_s, e_t); kd: Hinton KD; dkd: decoupled KD (NSKD/ENSKD); "
-                   "mlkd: instance+class+batch levels; imlkd: IML-KD on integrated inputs (cache built with --saliency).")
+@click.option("--loss", type=method_choice(), default="dkd", show_default=True,
+              help="The training method (its options: --loss-args; list below).")
+@click.option("--loss-args", default="{}", show_default=True,
+              help="JSON of the method's options, e.g. '{\"beta\": 8, \"temperature\": 2, \"logit_stand\": true}'. "
+                   "The flags below set the same options.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Student model directory.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
@@ -132,19 +138,21 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @margin_options
 @grad_clip_option
 @num_avg_option
-@click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
-@click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
-@click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
-@click.option("--beta", default=2.0, show_default=True, type=float, help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
+@click.option("--kd-weight", default=None, type=float, help="Option kd_weight of embedding and kd [default: 1].")
+@click.option("--temperature", default=None, type=float,
+              help="Option temperature T of kd and dkd [default: 1] (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
+@click.option("--alpha", default=None, type=float, help="Option alpha of dkd: weight of TCKD [default: 1].")
+@click.option("--beta", default=None, type=float, help="Option beta of dkd: weight of NCKD [default: 2] (ENSKD: 2; mdistiller: 8).")
 @click.option("--kd-warmup-epochs", default=None, type=click.FloatRange(0),
-              help="DKD weight ramps linearly per step over this many epochs, min(progress/warmup, 1) "
-                   "[default: ENSKD's 20/150 of --epochs; 0: full weight from the first step].")
+              help="Option kd_warmup_epochs of dkd: the weight ramps linearly per step over this many epochs, "
+                   "min(progress/warmup, 1) [default: ENSKD's 20/150 of --epochs; 0: full weight from the first step].")
 @click.option("--teacher-margin", default=None, type=click.FloatRange(0),
-              help="AAM margin put back on the cached margin-free teacher target logit for dkd [default: the margin "
-                   "the teacher was trained with, from the cache's provenance; ENSKD: 0.2].")
-@click.option("--temperatures", default="1,2,3,4,5", show_default=True, help="MLKD/IML-KD temperatures.")
-@click.option("--eta", default=1.0, show_default=True, type=float, help="IML-KD weight of the KD terms.")
-@click.option("--embedding-weight", default=1.0, show_default=True, type=float, help="IML-KD weight of ||P e_s - e_t||^2.")
+              help="Option teacher_margin of dkd: AAM margin put back on the cached margin-free teacher target logit "
+                   "[default: the margin the teacher was trained with, from the cache's provenance; ENSKD: 0.2].")
+@click.option("--temperatures", default=None, help="Option temperatures of mlkd and imlkd [default: 1,2,3,4,5].")
+@click.option("--eta", default=None, type=float, help="Option eta of imlkd: weight of the KD terms [default: 1].")
+@click.option("--embedding-weight", default=None, type=float,
+              help="Option embedding_weight of imlkd: weight of ||P e_s - e_t||^2 [default: 1].")
 @click.option("--verify-inputs", default=0, show_default=True, type=click.IntRange(0),
               help="Recompute the input crc of N random rows and refuse to train if the corpus changed.")
 @click.option("--allow-incomplete", is_flag=True, help="Train on the finished shards of an incomplete cache.")
@@ -155,7 +163,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
-def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch_size, lr, final_lr, margin,
+def train_student_cmd(cache, data, student, model_args, loss, loss_args, out, epochs, batch_size, lr, final_lr, margin,
                       margin_start_epoch, margin_full_epoch, grad_clip, num_avg, kd_weight, temperature, alpha,
                       beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
                       allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
@@ -178,9 +186,10 @@ def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch
         epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin,
         margin_start_epoch=margin_start_epoch, margin_full_epoch=margin_full_epoch, grad_clip=grad_clip,
         num_workers=num_workers, device=device, seed=seed, resume=resume, kd_weight=kd_weight, temperature=temperature,
-        alpha=alpha, beta=beta,
+        alpha=alpha, beta=beta, loss_args=parse_json_object(loss_args, "--loss-args", '{"beta": 8}'),
         kd_warmup_epochs=kd_warmup_epochs, teacher_margin=teacher_margin,
-        temperatures=parse_floats(temperatures, "--temperatures"), eta=eta, embedding_weight=embedding_weight,
+        temperatures=None if temperatures is None else parse_floats(temperatures, "--temperatures"), eta=eta,
+        embedding_weight=embedding_weight,
         verify_inputs=verify_inputs, allow_incomplete=allow_incomplete,
         augment=augment_config(augment_noise, augment_reverb, augment_prob), num_avg=num_avg,
     ))

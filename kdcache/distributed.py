@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +52,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise KdcacheError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s), "
                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+@contextlib.contextmanager
+def full_precision(t: torch.Tensor) -> Iterator[None]:
+    """Disable autocast for ``t``'s device type (where autocast exists for it): losses and scores are
+    computed in at least float32 whatever the caller's autocast state."""
+    if torch.amp.is_autocast_available(t.device.type):
+        with torch.autocast(device_type=t.device.type, enabled=False):
+            yield
+    else:
+        yield
 
 
 def autocast_for(device: torch.device):

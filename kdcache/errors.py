@@ -15,3 +15,9 @@ class IntegrityError(KdcacheError):
     """Stored data failed a check (checksum, completeness, provenance)."""
 
     exit_code = 1
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (whitespace runs, newlines included, become one space), or
+    its type name when the message is empty: the text user errors quote from a library's exception."""
+    return " ".join(str(err).split()) or type(err).__name__

@@ -58,6 +58,8 @@ def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
         "shards_done": int(done.sum()),
         "missing_shards": [int(s) for s in np.flatnonzero(~done)],
         "arrays": arrays,
+        "outputs": {o.name: {"field": o.field, "stored": o.stored(lay), "build_option": o.build_option,
+                             "arrays": [a[0] for a in o.arrays(lay)]} for o in sc.OUTPUTS},
     }
 
 
@@ -90,6 +92,15 @@ def format_info(info: dict[str, Any]) -> str:
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         lines.append(f"missing        shards {shown}")
+    outputs = info.get("outputs", {})
+    held = [name for name, o in outputs.items() if o["stored"]]
+    absent = [f"{name} ({o['build_option']})" for name, o in outputs.items() if not o["stored"]]
+    lines.append(f"{'outputs':<14} {', '.join(held)}" + (f"; not built: {', '.join(absent)}" if absent else ""))
+    methods = info.get("methods")
+    if methods:
+        usable = [name for name, why in methods.items() if not why]
+        lines.append(f"{'methods':<14} {', '.join(usable)}"
+                     + "".join(f"; not {name}: {why}" for name, why in methods.items() if why))
     lines.append("arrays")
     for name, a in info["arrays"].items():
         size = f"  {_size(a['stored_bytes']):>10}" if "stored_bytes" in a else ""

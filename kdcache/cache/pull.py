@@ -34,10 +34,12 @@ import fsspec
 import numpy as np
 import zarr
 
-from kdcache.errors import IntegrityError, KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
-from .reader import TeacherCache, _is_remote, _local_path
+from .reader import TeacherCache
+from .store import is_remote as _is_remote
+from .store import local_path as _local_path
 from .verify import VerifyReport, verify_cache
 
 STATE_FILE = ".kdcache-pull.json"
@@ -145,8 +147,7 @@ def _check_dest(dest: Path, source: str, settings: dict[str, Any]) -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return f"{type(err).__name__}: {text}"[:300]
+    return f"{type(err).__name__}: {one_line(err)}"[:300]
 
 
 def pull_cache(

@@ -4,162 +4,36 @@ A batch of a few whole 64-row blocks is read as one slice per contiguous run, al
 arrays concurrently through zarr's async API (one event-loop round trip): tens of thousands of rows/s,
 against about a thousand for fully random rows (each row decodes its whole inner chunk).
 
-The zarr handle is opened lazily, once per process: pickling keeps only the URL, so DataLoader workers
-(fork or spawn) each open their own store (an HTTP session from the parent does not survive a fork).
-A forked child must also keep its hands off the parent's event loops; see _detach_inherited_event_loops.
+Where the bytes come from (and fork safety): store.py; what is checked before decoding: validation.py;
+how each output is decoded: codecs.py with the output specs of schema.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
-import selectors
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import unquote, urlparse
 
-import fsspec.asyn
 import numpy as np
 import zarr
-import zarr.core.sync
-from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
 
-from kdcache.errors import IntegrityError, KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
+from .codecs import as_dtype, decode, factorized_logits, stored_inputs
 from .schema import CacheLayout
+from .store import is_remote, open_store
+from .validation import ALLOWED_CODECS, foreign_codecs, read_done, unsafe_utterance_id
+
+__all__ = ["ALLOWED_CODECS", "TeacherCache", "as_dtype", "factorized_logits", "read_done", "unsafe_utterance_id"]
 
 Rows = slice | Sequence[int] | np.ndarray
 
 # Use one slice per run when the rows form at most this many runs per row (else orthogonal indexing).
 _MAX_RUN_FRACTION = 0.25
-
-# The codecs kdcache writes (schema.py). An array whose metadata names any other codec is refused before
-# a byte of it is decoded: a cache from elsewhere must not pick a decoder (zarr's codec registry can hold
-# third-party codecs, e.g. ones that unpickle).
-ALLOWED_CODECS = frozenset({"bytes", "crc32c", "sharding_indexed", "zstd", "vlen-utf8"})
-
-
-_PARENT_EVENT_LOOPS: list[Any] = []
-
-
-def _remember_event_loops() -> None:
-    """Before a fork (in the parent): note zarr's and fsspec's I/O event loops, which the child inherits."""
-    _PARENT_EVENT_LOOPS[:] = [lp for lp in (zarr.core.sync.loop[0], fsspec.asyn.loop[0]) if lp is not None]
-
-
-def _detach_inherited_event_loops() -> None:
-    """After a fork (in the child): give the inherited loops a selector of the child's own.
-
-    The child shares the parent's epoll instance. When it drops the HTTP sessions it inherited, fsspec's
-    finalizer closes their sockets, and each close unregisters the socket from that shared instance: the
-    parent's loop then never hears from its pooled connections again and its next remote read hangs until
-    aiohttp's 5-minute timeout (seen after a DataLoader worker epoch over HTTP). The child never runs these
-    loops (zarr and fsspec start new ones after a fork), so a private empty selector is all they need.
-    """
-    for lp in _PARENT_EVENT_LOOPS:
-        if isinstance(getattr(lp, "_selector", None), selectors.BaseSelector):
-            lp._selector = selectors.DefaultSelector()
-    _PARENT_EVENT_LOOPS.clear()
-
-
-def _forget_event_loops() -> None:
-    _PARENT_EVENT_LOOPS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_remember_event_loops, after_in_parent=_forget_event_loops,
-                        after_in_child=_detach_inherited_event_loops)
-
-
-def _codec_names(codecs: Any) -> list[str]:
-    """Names of a codec pipeline (metadata dicts or codec objects), sharding's inner pipelines included."""
-    names: list[str] = []
-    for codec in codecs or ():
-        doc = codec if isinstance(codec, dict) else codec.to_dict()
-        names.append(str(doc.get("name")))
-        config = doc.get("configuration") or {}
-        for key in ("codecs", "index_codecs"):
-            names.extend(_codec_names(config.get(key)))
-    return names
-
-
-def unsafe_utterance_id(utt_id: str) -> str | None:
-    """Why a cached utterance id is not a safe path relative to the corpus root (None when it is)."""
-    if not utt_id or "\0" in utt_id:
-        return "empty or holds a NUL byte"
-    if utt_id.startswith("/") or re.match(r"^[A-Za-z]:", utt_id):
-        return "absolute (must be relative to the corpus root)"
-    if "\\" in utt_id:
-        return "holds a backslash (ids use '/')"
-    if ".." in utt_id.split("/"):
-        return "holds '..' (would escape the corpus root)"
-    return None
-
-
-def read_done(done: zarr.Array) -> np.ndarray:
-    """progress/done as [num_shards] bool. An entry that does not decode (a full disk can leave its
-    one-entry chunk file empty) counts as not done: the build writes that shard again."""
-    try:
-        return np.asarray(done[:], dtype=bool)
-    except (ValueError, RuntimeError, IndexError, TypeError):
-        pass
-    out = np.zeros(done.shape[0], dtype=bool)
-    for s in range(done.shape[0]):
-        try:
-            out[s] = bool(done[s])
-        except (ValueError, RuntimeError, IndexError, TypeError):
-            continue
-    return out
-
-
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
-def _local_path(url: str) -> str:
-    if url.startswith("file://"):
-        return unquote(urlparse(url).path)
-    return url
-
-
-def _read_bytes(path: Path, byte_range: ByteRequest | None) -> bytes:
-    if byte_range is None:
-        return path.read_bytes()
-    with path.open("rb") as f:
-        if isinstance(byte_range, RangeByteRequest):
-            f.seek(byte_range.start)
-            return f.read(byte_range.end - byte_range.start)
-        if isinstance(byte_range, OffsetByteRequest):
-            f.seek(byte_range.offset)
-        elif isinstance(byte_range, SuffixByteRequest):
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - byte_range.suffix))
-        else:
-            raise TypeError(f"unexpected byte range {byte_range!r}")
-        return f.read()
-
-
-class _InlineLocalStore(LocalStore):
-    """A read-only LocalStore that reads files inline on zarr's event loop. LocalStore hands every read to
-    a thread; for a page-cached chunk that hop costs more than the read itself (measured ~1.3x more rows/s
-    for 64-row blocks on 2 cores). Remote stores keep their truly concurrent async reads."""
-
-    async def get(
-        self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
-    ) -> Buffer | None:
-        prototype = prototype or default_buffer_prototype()
-        if not self._is_open:
-            await self._open()
-        try:
-            return prototype.buffer.from_bytes(_read_bytes(self.root / key, byte_range))
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
 
 
 def _runs(uniq: np.ndarray) -> list[tuple[int, int]]:
@@ -205,7 +79,7 @@ class TeacherCache:
     # ----------------------------------------------------------------- opening
     @property
     def is_remote(self) -> bool:
-        return _is_remote(self.url)
+        return is_remote(self.url)
 
     def _open(self) -> zarr.Group:
         if self._group is not None and self._pid == os.getpid():
@@ -213,15 +87,7 @@ class TeacherCache:
         self._reset()
         remote = self.is_remote
         try:
-            if remote:
-                store: Any = FsspecStore.from_url(self.url, read_only=True, storage_options=self.storage_options)
-            else:
-                local = Path(_local_path(self.url))
-                if not local.exists():
-                    raise KdcacheError(f"{self.url}: cache not found")
-                if not (local / "zarr.json").is_file():
-                    raise KdcacheError(f"{self.url}: not a kdcache cache (no zarr.json)")
-                store = _InlineLocalStore(local, read_only=True)
+            store = open_store(self.url, self.storage_options)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
                 group = zarr.open_group(store, mode="r", use_consolidated=True if remote else None)
@@ -242,7 +108,7 @@ class TeacherCache:
         except Exception as e:  # noqa: BLE001 - network errors of any fsspec client (aiohttp, botocore, ...)
             if not remote and not isinstance(e, OSError):
                 raise
-            text = " ".join(str(e).split()) or type(e).__name__
+            text = one_line(e)
             raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from None
         settings = group.attrs.get(sc.ATTRS_KEY)
         if not isinstance(settings, dict):
@@ -279,7 +145,7 @@ class TeacherCache:
             except KeyError:
                 raise IntegrityError(f"{self.url}: array {name} is missing") from None
             assert isinstance(node, zarr.Array)
-            foreign = sorted(set(_codec_names(node.metadata.to_dict().get("codecs"))) - ALLOWED_CODECS)
+            foreign = foreign_codecs(node)
             if foreign:
                 raise IntegrityError(
                     f"{self.url}: array {name} declares codec(s) {', '.join(foreign)}, which kdcache never writes; "
@@ -352,6 +218,12 @@ class TeacherCache:
     def missing_shards(self) -> list[int]:
         return [int(s) for s in np.flatnonzero(~self.done())]
 
+    def done_rows(self) -> np.ndarray:
+        """[n] int64: the rows of the finished shards, in order."""
+        parts = [np.arange(self.layout.shard_slice(int(s)).start, self.layout.shard_slice(int(s)).stop)
+                 for s in np.flatnonzero(self.done())]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     # ----------------------------------------------------------------- reading rows
     def _gather_full(self, names: Sequence[str]) -> list[np.ndarray]:
         arrays = [self.array(n) for n in names]
@@ -386,8 +258,32 @@ class TeacherCache:
             inverse = None
         return runs, None, inverse
 
-    def read(self, names: Sequence[str], rows: Rows) -> dict[str, np.ndarray]:
-        """The stored values (stored dtype) of row arrays `names` at `rows`, all fetched concurrently."""
+    def read(self, names: str | Sequence[str], rows: Rows, dtype: Any = np.float32) -> Any:
+        """``read(name, rows)``: the values of one teacher output (``logits``, its batch field
+        ``teacher_logits`` or its array ``teacher/logits``; schema.OUTPUTS) decoded to ``dtype``, or of one
+        stored row array (``rows/label``) as stored. ``read([names], rows)``: the stored values (stored
+        dtype) of row arrays ``names``, all fetched concurrently, as a dict."""
+        if isinstance(names, str):
+            if not sc.is_output(names):
+                return self._read_stored([names], rows)[names]
+            spec = sc.output(names)
+            if not spec.stored(self.layout):
+                self.array(spec.array)  # raises, naming the build option
+            stored = self._read_stored(stored_inputs(spec, self.layout), rows)
+            return decode(spec, stored, self.layout, dtype, self._factorized)
+        return self._read_stored(names, rows)
+
+    def _factorized(self, embedding: np.ndarray) -> np.ndarray:
+        scale = (self.settings.get("teacher") or {}).get("scale")
+        if not isinstance(scale, (int, float)):
+            raise KdcacheError(f"{self.url}: factorized logits need settings['teacher']['scale'], which is missing")
+        return factorized_logits(embedding, self.head, float(scale))
+
+    def outputs(self) -> list[sc.OutputSpec]:
+        """The teacher outputs this cache holds (its batch fields: ``[o.field for o in outputs()]``)."""
+        return [o for o in sc.OUTPUTS if o.stored(self.layout)]
+
+    def _read_stored(self, names: Sequence[str], rows: Rows) -> dict[str, np.ndarray]:
         runs, uniq, inverse = self._index(rows)
         arrays = [self.array(n) for n in names]
         # One (row range, coroutine) per read; one gather for all of them.
@@ -466,82 +362,34 @@ class TeacherCache:
                 f"{self.url}: {name} shard {s} (rows {sl.start}-{sl.stop - 1}) {state}: row {row} was never written"
             )
 
-    def _float(self, name: str, rows: Rows, dtype: Any) -> np.ndarray:
-        return as_dtype(self.read([name], rows)[name], dtype)
-
     def logits(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, S] margin-free teacher logits s*cos in every logits mode (float32; dtype=np.float16 skips
         the conversion of dense logits, e.g. to convert on the GPU instead)."""
-        mode = self.layout.logits_mode
-        if mode == "dense":
-            return self._float(sc.LOGITS, rows, dtype)
-        if mode == "uint8":
-            d = self.read([sc.LOGITS, sc.LOGITS_SCALE, sc.LOGITS_OFFSET], rows)
-            out = d[sc.LOGITS] * d[sc.LOGITS_SCALE][:, None] + d[sc.LOGITS_OFFSET][:, None]  # float32
-            return out.astype(dtype, copy=False)
-        scale = (self.settings.get("teacher") or {}).get("scale")
-        if not isinstance(scale, (int, float)):
-            raise KdcacheError(f"{self.url}: factorized logits need settings['teacher']['scale'], which is missing")
-        emb = self.embeddings(rows)
-        return factorized_logits(emb, self.head, float(scale)).astype(dtype, copy=False)
+        return self.read("logits", rows, dtype)
 
     def embeddings(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, D] teacher embeddings (not normalised)."""
-        return self._embedding(sc.EMBEDDING, rows, dtype)
+        return self.read("embedding", rows, dtype)
 
     def saliency(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, n_dur, frames, bins] integrated-gradient maps."""
-        return self._float(sc.SALIENCY, rows, dtype)
+        return self.read("saliency", rows, dtype)
 
     def integrated_logits(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, S] teacher logits on the integrated inputs (IML-KD)."""
-        return self._float(sc.INTEGRATED_LOGITS, rows, dtype)
+        return self.read("integrated_logits", rows, dtype)
 
     def integrated_embeddings(self, rows: Rows, dtype: Any = np.float32) -> np.ndarray:
         """[n, D] teacher embeddings on the integrated inputs (IML-KD)."""
-        return self._embedding(sc.INTEGRATED_EMBEDDING, rows, dtype)
-
-    def _embedding(self, name: str, rows: Rows, dtype: Any) -> np.ndarray:
-        """Stored unit vector (float16) times stored norm (float32)."""
-        d = self.read([name, name + "_norm"], rows)
-        return (as_dtype(d[name], np.float32) * d[name + "_norm"][:, None]).astype(dtype, copy=False)
+        return self.read("integrated_embedding", rows, dtype)
 
     def recipes(self, rows: Rows) -> dict[str, Any]:
         """The replay recipe of each row: 'utterance_id' (list[str]) and int arrays 'utterance', 'start',
         'num_samples' (samples), 'label', 'aug_seed' (int64), 'input_crc' (uint32), 'bad' (uint8, 1 = audio
         unreadable at build time)."""
         names = [name for name, _ in sc.RECIPE_ARRAYS.values()] + [sc.ROW_INPUT_CRC, sc.ROW_BAD]
-        d = self.read(names, rows)
+        d = self._read_stored(names, rows)
         out: dict[str, Any] = {name.split("/", 1)[1]: d[name] for name in names}
         ids = self.utterances()[0]
         out["utterance_id"] = [ids[i] for i in out["utterance"].tolist()]
         return out
-
-
-# float16 -> float32 conversions of at least this many values go through torch.
-_TORCH_CAST_MIN = 1 << 16
-
-
-def as_dtype(values: np.ndarray, dtype: Any) -> np.ndarray:
-    """``values.astype(dtype, copy=False)``, with float16 -> float32 done by torch when it is installed.
-
-    numpy 2.4 converts float16 without SIMD: 3.6 ms for a 256 x 5994 batch on the benchmark CPU, against
-    0.4 ms in torch (F16C/AVX-512), which alone capped float32 logits at ~35k rows/s. The conversion is
-    exact either way (every float16 is a float32). torch is imported lazily, so ``kdcache.cache`` stays
-    importable without it; in a DataLoader worker it runs on the worker's one thread.
-    """
-    dtype = np.dtype(dtype)
-    if values.dtype == np.float16 and dtype == np.float32 and values.size >= _TORCH_CAST_MIN:
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency of kdcache
-            return values.astype(dtype)
-        return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float32).numpy()
-    return values.astype(dtype, copy=False)
-
-
-def factorized_logits(embedding: np.ndarray, head: np.ndarray, scale: float) -> np.ndarray:
-    """scale * normalize(embedding) @ head^T: [n, D] x [S, D] -> [n, S] float32."""
-    e = np.asarray(embedding, dtype=np.float32)
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), np.float32(1e-12))
-    return (np.float32(scale) * (e @ np.asarray(head, dtype=np.float32).T)).astype(np.float32)

@@ -125,3 +125,23 @@ class RandomRowSampler:
         mine = perm[self.rank : per * self.world_size : self.world_size]
         for i in range(len(self)):
             yield mine[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+class RestrictedSampler:
+    """A sampler's batches over a subset of the rows, given as ``rows`` (sorted cache rows): batch
+    indices ``i`` into the compacted list become ``rows[i]``. Used with the rows of the finished shards
+    of an incomplete cache (``--allow-incomplete``): shards hold whole blocks, so blocks of the compacted
+    list map back to whole cache blocks."""
+
+    def __init__(self, sampler: BlockSampler, rows: np.ndarray) -> None:
+        self.sampler = sampler
+        self.rows = rows
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self.rows[batch] for batch in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

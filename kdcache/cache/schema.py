@@ -60,27 +60,99 @@ RECIPE_ARRAYS: dict[str, tuple[str, str]] = {
     "aug_seed": (ROW_AUG_SEED, "int64"),
 }
 
-# Per-shard inputs of CacheWriter.write_shard (short key -> array name).
+UTTERANCE_CHUNK = 65536  # entries per chunk of the utterances/* arrays
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One teacher output, described once for the writer, the reader, training batches, the
+    fingerprint and ``cache info``.
+
+    - ``name``: the output's name in the teacher runner and ``CacheWriter.write_shard`` (``logits``);
+    - ``field``: its key in a training batch (``teacher_logits``) and in ``TeacherCache.read``;
+    - ``array``: the stored array (``teacher/logits``); ``size``: its per-row shape, ``classes`` [S],
+      ``embed`` [D] or ``saliency`` [n_dur, frames, bins];
+    - ``codec``: how values are stored (``kdcache.cache.codecs``): ``logits`` (per ``--logits``:
+      float16, per-row affine uint8 + scale + offset, or nothing at all, rebuilt from the embedding and
+      the head), ``unit_norm`` (float16 unit vector + float32 ``<array>_norm``), ``float16``;
+    - ``build_option``: the ``build-teacher-cache`` option that adds it ("" when always there);
+    - ``setting``: the settings key that, besides the teacher and the crops, changes its values (part
+      of the fingerprint); ``present``: the layout attribute that says it is stored ("" = always).
+
+    Adding an output (say a pooled feature map) is one entry here, the teacher runner that produces
+    it, and the methods that read its ``field``.
+    """
+
+    name: str
+    field: str
+    array: str
+    size: str
+    codec: str
+    build_option: str = ""
+    setting: str | None = None
+    present: str = ""
+
+    def stored(self, layout: CacheLayout) -> bool:
+        return not self.present or bool(getattr(layout, self.present))
+
+    def tail(self, layout: CacheLayout) -> tuple[int, ...]:
+        return {"classes": (layout.num_classes,), "embed": (layout.embed_dim,),
+                "saliency": tuple(layout.saliency_shape or ())}[self.size]
+
+    def arrays(self, layout: CacheLayout) -> list[tuple[str, tuple[int, ...], str, Any]]:
+        """(name, per-row shape, dtype, fill value) of each stored array of this output."""
+        if not self.stored(layout):
+            return []
+        nan, tail = float("nan"), self.tail(layout)
+        if self.codec == "unit_norm":
+            # float16 unit vectors plus a float32 norm: raw ResNet embeddings reach norms of 1e5
+            # (WeSpeaker's ResNet293 fixture) and would overflow float16 (max 65504).
+            return [(self.array, tail, "float16", nan), (self.array + "_norm", (), "float32", nan)]
+        if self.codec == "logits" and layout.logits_mode == "uint8":
+            return [(self.array, tail, "uint8", 0), (LOGITS_SCALE, (), "float32", nan),
+                    (LOGITS_OFFSET, (), "float32", nan)]
+        if self.codec == "logits" and layout.logits_mode == "factorized":
+            return []
+        return [(self.array, tail, "float16", nan)]
+
+
+OUTPUTS: tuple[OutputSpec, ...] = (
+    OutputSpec("logits", "teacher_logits", LOGITS, "classes", "logits", setting="logits"),
+    OutputSpec("embedding", "teacher_embedding", EMBEDDING, "embed", "unit_norm"),
+    OutputSpec("saliency", "saliency", SALIENCY, "saliency", "float16", "--saliency", "saliency", "saliency_shape"),
+    OutputSpec("integrated_logits", "integrated_logits", INTEGRATED_LOGITS, "classes", "float16",
+               "--saliency (IML-KD integrated inputs)", "saliency", "integrated"),
+    OutputSpec("integrated_embedding", "integrated_embedding", INTEGRATED_EMBEDDING, "embed", "unit_norm",
+               "--saliency (IML-KD integrated inputs)", "saliency", "integrated"),
+)
+
+
+def output(key: str) -> OutputSpec:
+    """The output called ``key``: its name, batch field or stored array name."""
+    for spec in OUTPUTS:
+        if key in (spec.name, spec.field, spec.array):
+            return spec
+    raise KeyError(f"no teacher output {key!r}; outputs: {', '.join(o.name for o in OUTPUTS)}")
+
+
+def is_output(key: str) -> bool:
+    return any(key in (o.name, o.field, o.array) for o in OUTPUTS)
+
+
+# Per-shard inputs of CacheWriter.write_shard besides the outputs (short key -> array name).
 SHARD_INPUTS: dict[str, str] = {
-    "logits": LOGITS,
-    "embedding": EMBEDDING,
     "input_crc": ROW_INPUT_CRC,
     "bad": ROW_BAD,
-    "saliency": SALIENCY,
-    "integrated_logits": INTEGRATED_LOGITS,
-    "integrated_embedding": INTEGRATED_EMBEDDING,
+    **{spec.name: spec.array for spec in OUTPUTS},
 }
 
 # Which build option adds an optional array (for error messages).
 BUILD_OPTION: dict[str, str] = {
-    SALIENCY: "--saliency",
-    INTEGRATED_LOGITS: "--saliency (IML-KD integrated inputs)",
-    INTEGRATED_EMBEDDING: "--saliency (IML-KD integrated inputs)",
     LOGITS: "--logits dense or --logits uint8",
     HEAD: "a teacher with a cosine (AAM) head",
+    **{spec.array: spec.build_option for spec in OUTPUTS if spec.build_option},
 }
-
-UTTERANCE_CHUNK = 65536  # entries per chunk of the utterances/* arrays
+BATCH_FIELD_HINT: dict[str, str] = {spec.field: spec.build_option for spec in OUTPUTS if spec.build_option}
 
 
 @dataclass(frozen=True)
@@ -197,26 +269,11 @@ def _row_spec(layout: CacheLayout, name: str, tail: tuple[int, ...], dtype: str,
 
 def row_array_specs(layout: CacheLayout) -> dict[str, ArraySpec]:
     """Specs of the row-indexed arrays ([N, ...], sharded) that this layout stores."""
-    S, D, nan = layout.num_classes, layout.embed_dim, float("nan")
     specs = [_row_spec(layout, name, (), dtype, 0) for name, dtype in RECIPE_ARRAYS.values()]
     specs.append(_row_spec(layout, ROW_INPUT_CRC, (), "uint32", 0))
     specs.append(_row_spec(layout, ROW_BAD, (), "uint8", 0))
-    if layout.logits_mode == "dense":
-        specs.append(_row_spec(layout, LOGITS, (S,), "float16", nan))
-    elif layout.logits_mode == "uint8":
-        specs.append(_row_spec(layout, LOGITS, (S,), "uint8", 0))
-        specs.append(_row_spec(layout, LOGITS_SCALE, (), "float32", nan))
-        specs.append(_row_spec(layout, LOGITS_OFFSET, (), "float32", nan))
-    # Embeddings are stored as float16 unit vectors plus a float32 norm: raw ResNet embeddings reach
-    # norms of 1e5 (WeSpeaker's ResNet293 fixture) and would overflow float16 (max 65504).
-    specs.append(_row_spec(layout, EMBEDDING, (D,), "float16", nan))
-    specs.append(_row_spec(layout, EMBEDDING_NORM, (), "float32", nan))
-    if layout.saliency_shape is not None:
-        specs.append(_row_spec(layout, SALIENCY, layout.saliency_shape, "float16", nan))
-    if layout.integrated:
-        specs.append(_row_spec(layout, INTEGRATED_LOGITS, (S,), "float16", nan))
-        specs.append(_row_spec(layout, INTEGRATED_EMBEDDING, (D,), "float16", nan))
-        specs.append(_row_spec(layout, INTEGRATED_EMBEDDING_NORM, (), "float32", nan))
+    for spec in OUTPUTS:
+        specs.extend(_row_spec(layout, name, tail, dtype, fill) for name, tail, dtype, fill in spec.arrays(layout))
     return {spec.name: spec for spec in specs}
 
 

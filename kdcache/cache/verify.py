@@ -10,10 +10,11 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from kdcache.errors import IntegrityError, KdcacheError
+from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
-from .reader import TeacherCache, read_done, unsafe_utterance_id
+from .reader import TeacherCache
+from .validation import read_done, unsafe_utterance_id
 
 # What zarr raises when stored bytes fail to decode (checksum mismatch, truncated shard or index).
 _DECODE_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)
@@ -149,7 +150,7 @@ def _raise_if_unreachable(cache: TeacherCache, what: str, err: Exception) -> Non
     """A remote read that failed for a reason other than decoding (server gone, timeout) says nothing
     about the data: stop with that, instead of reporting the shard as damaged."""
     if cache.is_remote and not isinstance(err, _DECODE_ERRORS):
-        text = " ".join(str(err).split()) or type(err).__name__
+        text = one_line(err)
         raise KdcacheError(
             f"{cache.url}: reading {what} failed ({type(err).__name__}: {text[:200]}); "
             "the store is unreachable, not known to be damaged: rerun when it answers"
@@ -164,8 +165,9 @@ def _content_problems(name: str, data: np.ndarray, where: str, row0: int, U: int
             out.append(f"{name}: {where} has {bad.size} unwritten or non-finite rows (first: row {row0 + bad[0]})")
     elif name == sc.ROW_UTTERANCE and data.size and (data.min() < 0 or data.max() >= U):
         out.append(f"{name}: {where} has utterance indices outside [0, {U})")
-    elif name == sc.ROW_LABEL and data.size and (data.min() < 0 or data.max() >= S):
-        out.append(f"{name}: {where} has labels outside [0, {S})")
+    elif name == sc.ROW_LABEL and data.size and (data.min() < -1 or data.max() >= S):
+        # -1 marks a speaker unknown to the teacher (--allow-unknown-speakers), as the writer allows
+        out.append(f"{name}: {where} has labels outside [-1, {S}) (-1: speaker unknown to the teacher)")
     return out
 
 

@@ -10,16 +10,12 @@ should call ``create`` and ``finalize`` (rank 0, with a barrier around them); th
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import hashlib
 import json
-import os
 import shutil
-import socket
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -28,8 +24,10 @@ from zarr.storage import LocalStore
 from kdcache.errors import KdcacheError
 
 from . import schema as sc
-from .reader import read_done, unsafe_utterance_id
+from .codecs import encode, quantize_uint8  # noqa: F401 - quantize_uint8 is public here too
+from .lock import build_lock  # noqa: F401 - the builder's import
 from .schema import CacheLayout
+from .validation import read_done, unsafe_utterance_id
 
 # Settings that may change between a build and its resume.
 VOLATILE_KEYS = frozenset({"created", "complete", "initialized"})
@@ -50,59 +48,6 @@ def read_settings(path: str | Path) -> dict[str, Any] | None:
         return None
     settings = doc.get("attributes", {}).get(sc.ATTRS_KEY)
     return settings if isinstance(settings, dict) else None
-
-
-@contextmanager
-def build_lock(path: str | Path) -> Iterator[Path | None]:
-    """Hold an exclusive advisory lock (flock) on ``.<name>.lock`` beside the cache while building it.
-
-    Two separate builds of one cache would otherwise race (one may delete the other's half-created
-    store); the second is refused with a one-line error instead. The lock lives beside the cache, not in
-    it, because creating or overwriting a cache empties its folder. The kernel drops the lock when the
-    holder dies (kill -9 included), so a killed build never leaves a stale lock; the small file stays.
-    Ranks of one torchrun build do not take it (they write disjoint shards): rank 0 holds it for them.
-    Yields the lock path, or None where locking is unavailable (no fcntl, or a filesystem without locks).
-    """
-    path = Path(path)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield None
-        return
-    lock = path.parent / f".{path.name}.lock"
-    for folder in (path.parent, *path.parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise KdcacheError(f"{path}: {folder} is a file, not a folder; choose another output path")
-            break
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise KdcacheError(f"{path}: cannot create the output's lock file {lock} ({err.strerror or err})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                warnings.warn(f"{lock}: cannot lock ({err.strerror}); building without a lock", stacklevel=2)
-                yield None
-                return
-            holder = ""
-            try:
-                holder = Path(lock).read_text().strip()
-            except OSError:
-                pass
-            raise KdcacheError(
-                f"{path}: another build is writing this cache (lock {lock} held"
-                + (f" by pid/host {holder}" if holder else "")
-                + "); wait for it to finish, or stop it and rerun to resume"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        yield lock
-    finally:
-        os.close(fd)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -155,20 +100,6 @@ def _recipe_sha256(speakers: Sequence[str], utt: Sequence[Sequence[Any]], rows: 
     for key, (_, dtype) in sc.RECIPE_ARRAYS.items():
         h.update(np.ascontiguousarray(rows[key], dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
     return h.hexdigest()
-
-
-def quantize_uint8(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row affine uint8: [n, S] float -> (q uint8 [n, S], scale [n] f32, offset [n] f32).
-
-    x ~= q * scale + offset with offset = row min, scale = (row max - row min) / 255; error <= scale / 2.
-    """
-    x = np.asarray(logits, dtype=np.float32)
-    lo = x.min(axis=1)
-    hi = x.max(axis=1)
-    scale = ((hi - lo) / 255.0).astype(np.float32)
-    safe = np.where(scale > 0, scale, np.float32(1.0))
-    q = np.rint((x - lo[:, None]) / safe[:, None])
-    return np.clip(q, 0, 255).astype(np.uint8), scale, lo.astype(np.float32)
 
 
 def _strings(values: Sequence[str]) -> np.ndarray:
@@ -391,23 +322,10 @@ class CacheWriter:
                 raise ValueError(f"write_shard({s}): {key} has shape {value.shape}, expected {(n, *tail)}")
             if key == "input_crc":
                 out[name] = value.astype(np.uint32)
-                continue
-            if key == "bad":
+            elif key == "bad":
                 out[name] = value.astype(np.uint8)
-                continue
-            if not np.all(np.isfinite(value)):
-                raise KdcacheError(f"{self.path}: teacher {key} for shard {s} has non-finite values")
-            if key == "logits" and lay.logits_mode == "uint8":
-                out[sc.LOGITS], out[sc.LOGITS_SCALE], out[sc.LOGITS_OFFSET] = quantize_uint8(value)
-                continue
-            if key in ("embedding", "integrated_embedding"):
-                norm = np.linalg.norm(value.astype(np.float64), axis=1)
-                out[name + "_norm"] = norm.astype(np.float32)
-                value = value / np.maximum(norm, 1e-30)[:, None]
-            half = value.astype(np.float16)
-            if not np.all(np.isfinite(half)):
-                raise KdcacheError(f"{self.path}: teacher {key} for shard {s} overflows float16")
-            out[name] = half
+            else:
+                out |= encode(sc.output(key), value, lay, f"{self.path}: teacher {key} for shard {s}")
 
         done = self._array(sc.DONE)
         if done[s]:

@@ -8,18 +8,24 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kdcache.errors import KdcacheError
+from kdcache.errors import KdcacheError, one_line
 
 SAMPLE_RATE = 16000
+
+
+def unreadable_audio(path: Path, err: BaseException, where: str | None = None) -> KdcacheError:
+    """The one-line error for audio soundfile cannot open (``err``): not found, or why not readable.
+    ``where`` (default: the path) starts the line."""
+    if not path.exists():
+        return KdcacheError(f"{where or path}: audio file not found")
+    return KdcacheError(f"{where or path}: cannot read audio: {one_line(err)}")
 
 
 def _open(path: Path) -> sf.SoundFile:
     try:
         f = sf.SoundFile(str(path))
     except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
-        if not path.exists():
-            raise KdcacheError(f"{path}: audio file not found") from None
-        raise KdcacheError(f"{path}: cannot read audio: {' '.join(str(e).split())}") from None
+        raise unreadable_audio(path, e) from None
     if f.samplerate != SAMPLE_RATE or f.channels != 1:
         f.close()
         raise KdcacheError(f"{path}: {f.samplerate} Hz, {f.channels} channel(s); expected "
@@ -31,7 +37,7 @@ def _read(f: sf.SoundFile, path: Path, frames: int) -> np.ndarray:
     try:
         x = f.read(frames, dtype="float32", always_2d=False)
     except (RuntimeError, OSError) as e:
-        raise KdcacheError(f"{path}: cannot read audio: {' '.join(str(e).split())}") from None
+        raise KdcacheError(f"{path}: cannot read audio: {one_line(e)}") from None
     if len(x) != frames:
         raise KdcacheError(f"{path}: expected {frames} samples, read {len(x)} (truncated file?)")
     return x

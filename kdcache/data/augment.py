@@ -26,7 +26,7 @@ import torch
 import torchaudio.functional as AF
 
 from kdcache.data.audio import tile
-from kdcache.errors import KdcacheError
+from kdcache.errors import KdcacheError, one_line
 
 SAMPLE_RATE = 16000
 _SNR_DB = {"speech": (10.0, 30.0), "music": (5.0, 15.0)}  # by first path component
@@ -94,7 +94,7 @@ def _info(path: Path) -> sf._SoundFileInfo:
     try:
         return sf.info(str(path))
     except (RuntimeError, OSError) as e:
-        raise KdcacheError(f"{path}: cannot read audio: {' '.join(str(e).split())}") from None
+        raise KdcacheError(f"{path}: cannot read audio: {one_line(e)}") from None
 
 
 def _load(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
@@ -103,7 +103,7 @@ def _load(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
     try:
         x, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as e:
-        raise KdcacheError(f"{path}: cannot read audio: {' '.join(str(e).split())}") from None
+        raise KdcacheError(f"{path}: cannot read audio: {one_line(e)}") from None
     x = np.ascontiguousarray(x[:, 0])
     if len(x) == 0:
         raise KdcacheError(f"{path}: no samples")

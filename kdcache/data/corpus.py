@@ -23,7 +23,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile as sf
 
-from kdcache.errors import KdcacheError
+from kdcache.data.audio import unreadable_audio
+from kdcache.errors import KdcacheError, one_line
 
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -154,9 +155,7 @@ def audio_info(path: Path, where: str | None = None) -> int:
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
-        if not path.exists():
-            raise KdcacheError(f"{at}: audio file not found") from None
-        raise KdcacheError(f"{at}: cannot read audio: {_one_line(e)}") from None
+        raise unreadable_audio(path, e, at) from None
     if info.samplerate != SAMPLE_RATE:
         raise KdcacheError(f"{at}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} "
                            "(resample the corpus to 16 kHz)")
@@ -167,10 +166,6 @@ def audio_info(path: Path, where: str | None = None) -> int:
     return int(info.frames)
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
 def read_table(path: Path, what: str) -> list[tuple[int, str, str]]:
     """Lines ``<key> <value>`` of a Kaldi table as (line number, key, value); blank lines skipped."""
     try:
@@ -178,7 +173,7 @@ def read_table(path: Path, what: str) -> list[tuple[int, str, str]]:
     except FileNotFoundError:
         raise KdcacheError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise KdcacheError(f"{path}: cannot read {what}: {_one_line(e)}") from None
+        raise KdcacheError(f"{path}: cannot read {what}: {one_line(e)}") from None
     rows = []
     for n, line in enumerate(text.splitlines(), start=1):
         parts = line.strip().split(maxsplit=1)

@@ -36,6 +36,27 @@ def replay_waveform(
     return wave
 
 
+def crop_features(corpus: Corpus, utterance: int, start: int, num_samples: int, aug_seed: int,
+                  augmenter: Augmenter | None, features: FeatureConfig) -> tuple[torch.Tensor, np.ndarray]:
+    """The one crop -> augment -> fbank path of every dataset (teacher training, cache building, phase 2):
+    ``(fbank [T, F] float32, waveform [num_samples] float32)`` of a crop recipe (``replay_waveform``)."""
+    wave = replay_waveform(corpus, utterance, start, num_samples, aug_seed, augmenter)
+    return compute_fbank(wave, features), wave
+
+
+def loader_settings(num_workers: int, device: torch.device) -> dict:
+    """DataLoader keyword arguments every kdcache loader shares: workers with one torch thread each
+    (``worker_init``), 4 batches prefetched per worker, pinned memory for CUDA, no persistent workers
+    (each epoch's loader is new)."""
+    return dict(
+        num_workers=num_workers,
+        worker_init_fn=worker_init if num_workers > 0 else None,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
 class RandomCropDataset(Dataset):
     """One fresh random crop per (utterance, repeat) and epoch; deterministic given (seed, epoch).
 
@@ -71,8 +92,8 @@ class RandomCropDataset(Dataset):
         length = self.corpus.utterances[u].num_samples
         start = int(rng.integers(0, max(length - self.crop_samples, 0) + 1))
         aug_seed = int(rng.integers(0, 2**63 - 1))
-        wave = replay_waveform(self.corpus, u, start, self.crop_samples, aug_seed, self.augmenter)
-        return compute_fbank(wave, self.features), int(self.labels[u])
+        fbank, _ = crop_features(self.corpus, u, start, self.crop_samples, aug_seed, self.augmenter, self.features)
+        return fbank, int(self.labels[u])
 
 
 class ReplayDataset(Dataset):
@@ -105,8 +126,12 @@ class ReplayDataset(Dataset):
         )
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, int]:
-        wave = self.waveform(i)
-        return i, compute_fbank(wave, self.features), waveform_crc(wave)
+        r = self.recipes
+        fbank, wave = crop_features(
+            self.corpus, int(r["utterance"][i]), int(r["start"][i]), int(r["num_samples"][i]),
+            int(r["aug_seed"][i]), self.augmenter, self.features,
+        )
+        return i, fbank, waveform_crc(wave)
 
 
 def waveform_crc(wave: np.ndarray) -> int:

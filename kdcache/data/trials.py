@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdcache.errors import KdcacheError
+from kdcache.errors import KdcacheError, one_line
 
 _KALDI_LABELS = {"target": True, "nontarget": False}
 _VOX_LABELS = {"1": True, "0": False}
@@ -45,7 +45,7 @@ def read_trials(path: str | os.PathLike) -> list[Trial]:
     except FileNotFoundError:
         raise KdcacheError(f"{path}: trial list not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise KdcacheError(f"{path}: cannot read trial list: {' '.join(str(e).split())}") from None
+        raise KdcacheError(f"{path}: cannot read trial list: {one_line(e)}") from None
     trials = [parse_trial_line(line, f"{path}:{n}")
               for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not trials:

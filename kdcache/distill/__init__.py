@@ -12,6 +12,7 @@ from kdcache.distill.losses import (
     instance_level_loss,
     kd_loss,
     multi_level_loss,
+    standardize_logits,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "instance_level_loss",
     "kd_loss",
     "multi_level_loss",
+    "standardize_logits",
 ]

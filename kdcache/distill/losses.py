@@ -12,16 +12,26 @@ Invalid arguments a user can give (shapes, temperatures, weights, class indices)
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdcache.distributed import full_precision
+from kdcache.distill.checks import (
+    check_logits,
+    check_mask,
+    check_pair,
+    check_target,
+    check_temperature,
+    check_weight,
+    upcast,
+)
 from kdcache.errors import KdcacheError
+from kdcache.models.projection import arc_margin_phi
 
 __all__ = [
     "ce_loss",
@@ -35,88 +45,11 @@ __all__ = [
     "batch_level_loss",
     "multi_level_loss",
     "apply_teacher_margin",
+    "standardize_logits",
 ]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _full_precision(t: Tensor) -> Iterator[None]:
-    """Disable autocast for ``t``'s device type (where autocast exists for it)."""
-    device_type = t.device.type
-    if torch.amp.is_autocast_available(device_type):
-        with torch.autocast(device_type=device_type, enabled=False):
-            yield
-    else:
-        yield
-
-
-def _upcast(*ts: Tensor) -> tuple[Tensor, ...]:
-    """Cast to a common floating dtype of at least float32."""
-    dtype = torch.float32
-    for t in ts:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return tuple(t.to(dtype) for t in ts)
-
-
-def _check_logits(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise KdcacheError(f"{name} must be a tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise KdcacheError(f"{name} must have shape [B, C], got {list(x.shape)}")
-    if not x.is_floating_point():
-        raise KdcacheError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise KdcacheError(f"{name} is empty (shape {list(x.shape)})")
-    return x
-
-
-def _check_pair(student: object, teacher: object, what: str = "logits") -> tuple[Tensor, Tensor]:
-    s = _check_logits(f"student_{what}", student)
-    t = _check_logits(f"teacher_{what}", teacher)
-    if s.shape != t.shape:
-        raise KdcacheError(
-            f"student_{what} {list(s.shape)} and teacher_{what} {list(t.shape)} differ in shape"
-        )
-    return s, t
-
-
-def _check_target(target: object, batch: int, classes: int, allow_unknown: bool = False) -> Tensor:
-    """Validate a ``[B]`` integer target; values in ``[0, C)`` (or ``< 0`` when allowed)."""
-    if not isinstance(target, Tensor):
-        raise KdcacheError(f"target must be a tensor, got {type(target).__name__}")
-    if target.dim() != 1 or target.shape[0] != batch:
-        raise KdcacheError(f"target must have shape [{batch}], got {list(target.shape)}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise KdcacheError(f"target must hold integer class indices, got {target.dtype}")
-    target = target.long()
-    # One host sync; it turns a CUDA device-side assert into a readable error.
-    bad = target >= classes if allow_unknown else (target < 0) | (target >= classes)
-    if bool(bad.any()):
-        value = int(target[bad][0])
-        allowed = f"< {classes}" if allow_unknown else f"in [0, {classes})"
-        raise KdcacheError(f"target holds class index {value}; indices must be {allowed} (C = {classes})")
-    return target
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise KdcacheError(f"temperature must be a number, got {temperature!r}")
-    t = float(temperature)
-    if not (math.isfinite(t) and t > 0):
-        raise KdcacheError(f"temperature must be a positive finite number, got {temperature!r}")
-    return t
-
-
-def _check_weight(name: str, value: object, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise KdcacheError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        need = "non-negative" if allow_zero else "positive"
-        raise KdcacheError(f"{name} must be a {need} finite number, got {value!r}")
-    return v
 
 
 def _lse_parts(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,10 +87,10 @@ def ce_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     Pass AAM logits (with the margin on the target) for AAM-softmax CE.
     """
-    z = _check_logits("logits", logits)
-    t = _check_target(target, z.shape[0], z.shape[1])
-    with _full_precision(z):
-        (z,) = _upcast(z)
+    z = check_logits("logits", logits)
+    t = check_target(target, z.shape[0], z.shape[1])
+    with full_precision(z):
+        (z,) = upcast(z)
         return -_log_softmax(z).gather(1, t.unsqueeze(1)).mean()
 
 
@@ -174,17 +107,17 @@ def embedding_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
 
     Map the student into the teacher's dimension first when they differ (a learned projection).
     """
-    s, t = _check_pair(student_emb, teacher_emb, "emb")
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    s, t = check_pair(student_emb, teacher_emb, "emb")
+    with full_precision(s):
+        s, t = upcast(s, t)
         return (1.0 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
 
 
 def embedding_distance(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
     """``mean ||e_s - e_t||^2``: squared Euclidean distance summed over ``D``, batch mean (IML-KD)."""
-    s, t = _check_pair(student_emb, teacher_emb, "emb")
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    s, t = check_pair(student_emb, teacher_emb, "emb")
+    with full_precision(s):
+        s, t = upcast(s, t)
         return (s - t).square().sum(dim=1).mean()
 
 
@@ -229,14 +162,14 @@ def dkd_terms(
     parts are exact in log space. With ``C = 2`` the non-target distributions have one element each and
     NCKD is exactly 0 (mdistiller issue #60 calls it undefined).
     """
-    s, t = _check_pair(student_logits, teacher_logits)
+    s, t = check_pair(student_logits, teacher_logits)
     batch, classes = s.shape
     if classes < 2:
         raise KdcacheError(f"DKD needs at least 2 classes, got C = {classes}")
-    target = _check_target(target, batch, classes)
-    temp = _check_temperature(temperature)
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    target = check_target(target, batch, classes)
+    temp = check_temperature(temperature)
+    with full_precision(s):
+        s, t = upcast(s, t)
         # z / 1 is z exactly: skip the pass (T = 1 is ENSKD's setting)
         log_b_s, log_n_s = _decouple(s if temp == 1.0 else s / temp, target)
         # the teacher side needs no graph unless the caller differentiates through the teacher too
@@ -260,8 +193,8 @@ def dkd_loss(
 
     Defaults are mdistiller's (alpha 1, beta 8, T 4); ENSKD used alpha 1, beta 2, T 1.
     """
-    a = _check_weight("alpha", alpha, allow_zero=True)
-    b = _check_weight("beta", beta, allow_zero=False)
+    a = check_weight("alpha", alpha, allow_zero=True)
+    b = check_weight("beta", beta, allow_zero=False)
     tckd, nckd = dkd_terms(student_logits, teacher_logits, target, temperature)
     return a * tckd + b * nckd
 
@@ -274,16 +207,6 @@ def _instance(log_p_s: Tensor, log_p_t: Tensor, temp: float, mask: Tensor | None
     if mask is not None:
         rows = rows * mask
     return rows.mean() * (temp * temp)
-
-
-def _check_mask(mask: object, batch: int) -> Tensor | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor):
-        raise KdcacheError(f"mask must be a tensor or None, got {type(mask).__name__}")
-    if mask.dim() != 1 or mask.shape[0] != batch:
-        raise KdcacheError(f"mask must have shape [{batch}], got {list(mask.shape)}")
-    return mask
 
 
 def instance_level_loss(
@@ -299,11 +222,11 @@ def instance_level_loss(
     MLKD's released code multiplies the already-reduced scalar by its confidence mask and takes
     ``.mean()``, i.e. ``mean(KL) * mean(mask)``; the per-row form here is its evident intent.
     """
-    s, t = _check_pair(student_logits, teacher_logits)
-    temp = _check_temperature(temperature)
-    m = _check_mask(mask, s.shape[0])
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    s, t = check_pair(student_logits, teacher_logits)
+    temp = check_temperature(temperature)
+    m = check_mask(mask, s.shape[0])
+    with full_precision(s):
+        s, t = upcast(s, t)
         if m is not None:
             m = m.to(s.dtype)
         return _instance(_log_softmax(s / temp), _log_softmax(t / temp), temp, m)
@@ -343,20 +266,20 @@ def class_level_loss(student_logits: Tensor, teacher_logits: Tensor, temperature
 
     Computed from ``[B, B]`` Gram matrices in O(B^2 C) time and O(B^2 + B C) memory.
     """
-    s, t = _check_pair(student_logits, teacher_logits)
-    temp = _check_temperature(temperature)
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    s, t = check_pair(student_logits, teacher_logits)
+    temp = check_temperature(temperature)
+    with full_precision(s):
+        s, t = upcast(s, t)
         s_half, d, m = _half_sum_and_diff(_log_softmax(s / temp), _log_softmax(t / temp))
         return _class_term(s_half, d, m, s.shape[1])
 
 
 def batch_level_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """MLKD's batch term ``||P_t P_t^T - P_s P_s^T||_F^2 / B``, ``P = softmax(z/T) [B, C]``."""
-    s, t = _check_pair(student_logits, teacher_logits)
-    temp = _check_temperature(temperature)
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    s, t = check_pair(student_logits, teacher_logits)
+    temp = check_temperature(temperature)
+    with full_precision(s):
+        s, t = upcast(s, t)
         _, _, m = _half_sum_and_diff(_log_softmax(s / temp), _log_softmax(t / temp))
         return _batch_term(m, s.shape[0])
 
@@ -374,14 +297,14 @@ def multi_level_loss(
     to the instance term only (see :func:`instance_level_loss`). The softmax and the shared
     ``[B, B]`` product are computed once per temperature.
     """
-    s, t = _check_pair(student_logits, teacher_logits)
-    temps = [_check_temperature(x) for x in temperatures] if isinstance(temperatures, Sequence) else None
+    s, t = check_pair(student_logits, teacher_logits)
+    temps = [check_temperature(x) for x in temperatures] if isinstance(temperatures, Sequence) else None
     if not temps:
         raise KdcacheError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r}")
-    m_rows = _check_mask(mask, s.shape[0])
+    m_rows = check_mask(mask, s.shape[0])
     batch, classes = s.shape
-    with _full_precision(s):
-        s, t = _upcast(s, t)
+    with full_precision(s):
+        s, t = upcast(s, t)
         if m_rows is not None:
             m_rows = m_rows.to(s.dtype)
         instance = class_ = batch_ = s.new_zeros(())
@@ -406,22 +329,42 @@ def apply_teacher_margin(teacher_logits: Tensor, target: Tensor, margin: float, 
     (speaker unknown to the teacher), are unchanged. ``cos`` is clamped to [-1, 1] first (float16
     caches round slightly past 1). Returns ``[B, C]`` in at least float32; not meant for gradients.
     """
-    z = _check_logits("teacher_logits", teacher_logits)
-    target = _check_target(target, z.shape[0], z.shape[1], allow_unknown=True)
+    z = check_logits("teacher_logits", teacher_logits)
+    target = check_target(target, z.shape[0], z.shape[1], allow_unknown=True)
     if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not (0 <= margin < math.pi):
         raise KdcacheError(f"margin must be a number in [0, pi) radians, got {margin!r}")
-    s = _check_weight("scale", scale, allow_zero=False)
+    s = check_weight("scale", scale, allow_zero=False)
     m = float(margin)
-    with _full_precision(z):
-        (z,) = _upcast(z)
+    with full_precision(z):
+        (z,) = upcast(z)
         out = z.clone()
         rows = torch.nonzero(target >= 0).squeeze(1)
         if rows.numel() == 0:
             return out
         cols = target[rows]
         cos = (z[rows, cols] / s).clamp(-1.0, 1.0)
-        sin = (1.0 - cos * cos).clamp_min(0.0).sqrt()
-        phi = cos * math.cos(m) - sin * math.sin(m)
-        phi = torch.where(cos > math.cos(math.pi - m), phi, cos - (1.0 - math.cos(m)))
-        out[rows, cols] = s * phi
+        out[rows, cols] = s * arc_margin_phi(cos, m, sin2_floor=0.0)
         return out
+
+
+# ----------------------------------------------------------------------------- logit standardization
+
+
+LOGIT_STAND_EPS = 1e-7  # the reference code's (sunshangquan/logit-standardization-KD, ``normalize``)
+
+
+def standardize_logits(logits: Tensor, eps: float = LOGIT_STAND_EPS) -> Tensor:
+    """Z-score each row over the class axis: ``(z - mean(z)) / (eps + std(z))`` (Sun et al., CVPR 2024).
+
+    ``std`` is the unbiased sample standard deviation (divisor ``C - 1``, ``torch.std``'s default) and
+    ``eps`` is added to it, not under the root: both as in the paper's released code. ``[B, C]`` in,
+    ``[B, C]`` out, at least float32. Differentiable; ``C`` must be at least 2.
+    """
+    z = check_logits("logits", logits)
+    if z.shape[1] < 2:
+        raise KdcacheError(f"logit standardization needs at least 2 classes, got C = {z.shape[1]}")
+    with full_precision(z):
+        (z,) = upcast(z)
+        mean = z.mean(dim=1, keepdim=True)
+        std = z.std(dim=1, keepdim=True)
+        return (z - mean) / (eps + std)

@@ -7,29 +7,20 @@ from every embedding, cohort included, before L2 normalisation.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdcache.distributed import full_precision
 from kdcache.errors import KdcacheError
 
 __all__ = ["cosine_scores", "cohort_stats", "as_norm", "normalize_scores", "EmbeddingTable", "score_trials"]
 
 _CHUNK_ROWS = 1024  # rows of the [rows, cohort] score matrix held at once
-
-
-@contextlib.contextmanager
-def _full_precision(t: Tensor) -> Iterator[None]:
-    if torch.amp.is_autocast_available(t.device.type):
-        with torch.autocast(device_type=t.device.type, enabled=False):
-            yield
-    else:
-        yield
 
 
 def _matrix(name: str, x: object, dim: int | None = None) -> Tensor:
@@ -73,7 +64,7 @@ def cosine_scores(enroll_emb: Tensor, test_emb: Tensor, mean: Tensor | None = No
     if e.shape[0] != t.shape[0]:
         raise KdcacheError(f"enroll_emb has {e.shape[0]} rows but test_emb has {t.shape[0]}")
     mean = _check_mean(mean, e.shape[1])
-    with _full_precision(e):
+    with full_precision(e):
         return (_prepare(e, mean) * _prepare(t, mean)).sum(dim=1)
 
 
@@ -97,7 +88,7 @@ def cohort_stats(
     c = _matrix("cohort_emb", cohort_emb, x.shape[1])
     k = _top_n(top_n, c.shape[0])
     mean = _check_mean(mean, x.shape[1])
-    with _full_precision(x):
+    with full_precision(x):
         c = _prepare(c.to(x.device), mean)
         means, stds = [], []
         for start in range(0, x.shape[0], _CHUNK_ROWS):
@@ -144,7 +135,7 @@ def as_norm(
         )
     stats_e = cohort_stats(e, cohort_emb, top_n, mean)
     stats_t = cohort_stats(t, cohort_emb, top_n, mean)
-    with _full_precision(e):
+    with full_precision(e):
         return normalize_scores(scores.to(stats_e[0].device), stats_e, stats_t)
 
 
@@ -201,5 +192,5 @@ def score_trials(
     mu, sd = cohort_stats(table.emb[used], cohort_emb, top_n, mean)
     n = e_rows.shape[0]
     ie, it = inverse[:n], inverse[n:]
-    with _full_precision(scores):
+    with full_precision(scores):
         return normalize_scores(scores, (mu[ie], sd[ie]), (mu[it], sd[it]))

@@ -19,6 +19,8 @@ from kdcache.evaluate.metrics import compute_eer, compute_min_dcf
 from kdcache.evaluate.scoring import EmbeddingTable, score_trials
 from kdcache.models.checkpoint import load_model_dir
 
+SCORE_NORMS = ("none", "asnorm")
+
 
 @dataclass
 class EvalConfig:
@@ -35,8 +37,8 @@ class EvalConfig:
 def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
     """Embed the trial utterances, score by cosine (cohort mean subtracted when a cohort is given),
     optionally AS-norm, and return ``{"eer", "min_dcf", ...}`` (EER as a fraction)."""
-    if cfg.score_norm not in ("none", "asnorm"):
-        raise KdcacheError(f"--score-norm {cfg.score_norm}: choose none or asnorm")
+    if cfg.score_norm not in SCORE_NORMS:
+        raise KdcacheError(f"--score-norm {cfg.score_norm}: choose {' or '.join(SCORE_NORMS)}")
     if cfg.score_norm == "asnorm" and not cfg.cohort:
         raise KdcacheError("--score-norm asnorm needs --cohort DIR (a corpus, e.g. the training set)")
     device = torch.device(cfg.device)

@@ -5,6 +5,7 @@ Every model maps fbank features [B, T, F] to embeddings [B, embed_dim] and has `
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch.nn as nn
@@ -54,10 +55,12 @@ def _check_arg(name: str, key: str, value: Any, default: Any) -> None:
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     else:
         ok = isinstance(value, str)
     if not ok:
-        kind = {bool: "a boolean", int: "a positive integer"}.get(type(default), "a string")
+        kind = {bool: "a boolean", int: "a positive integer", float: "a finite number"}.get(type(default), "a string")
         raise KdcacheError(f"model {name!r}: argument {key}={value!r} must be {kind}")
 
 

@@ -217,3 +217,21 @@ def save_model_dir(model_dir: str | Path, model: nn.Module, config: ModelConfig)
     os.replace(weights_tmp, model_dir / WEIGHTS_FILE)
     os.replace(config_tmp, model_dir / CONFIG_FILE)
     return model_dir
+
+
+def save_trained_model(model_dir: str | Path, model: nn.Module, *, speakers: list[str], features: dict[str, Any],
+                       margin: float, extra: dict[str, Any]) -> Path:
+    """Save a model trained by kdcache (made by ``build_model``, which records ``arch`` and the full
+    ``model_args``; its AAM head attached as ``projection``) as a model directory; ``margin``: the final
+    AAM margin, ``extra``: provenance for ``config.json``."""
+    config = ModelConfig(
+        arch=model.arch,
+        model_args=dict(model.model_args),
+        embed_dim=int(model.embed_dim),
+        speakers=list(speakers),
+        features=features,
+        head_scale=float(model.projection.scale),
+        head_margin=margin,
+        extra=extra,
+    )
+    return save_model_dir(model_dir, model, config)

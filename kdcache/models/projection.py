@@ -13,6 +13,23 @@ from kdcache.errors import KdcacheError
 _SIN2_FLOOR = 1e-12
 
 
+def arc_margin_phi(cos_t: torch.Tensor, margin: float, easy_margin: bool = False,
+                   sin2_floor: float = _SIN2_FLOOR) -> torch.Tensor:
+    """The target cosine with the additive angular margin: ``cos(theta + m)`` (WeSpeaker's rule).
+
+    Non-easy rule: where ``cos > cos(pi - m)`` (theta + m would pass pi) it is ``cos - (1 - cos m)``
+    instead; easy rule: ``cos`` where ``cos <= 0``. ``sin`` is ``sqrt(max(1 - cos^2, sin2_floor))``:
+    WeSpeaker does not clamp; the floor only acts where ``1 - cos^2 <= 0`` in float32, where WeSpeaker
+    gives NaN, and keeps the forward and the gradient finite there. Any shape; the dtype of ``cos_t``.
+    The student head and the cached teacher's target logit (``apply_teacher_margin``) both use it.
+    """
+    sin_t = torch.sqrt((1.0 - cos_t * cos_t).clamp_min(sin2_floor))
+    phi = cos_t * math.cos(margin) - sin_t * math.sin(margin)
+    if easy_margin:
+        return torch.where(cos_t > 0, phi, cos_t)
+    return torch.where(cos_t > math.cos(math.pi - margin), phi, cos_t - (1.0 + math.cos(math.pi - margin)))
+
+
 class ArcMarginProduct(nn.Module):
     """Additive angular margin head: logits = scale * cos(theta), cos(theta + m) on the label.
 
@@ -58,15 +75,7 @@ class ArcMarginProduct(nn.Module):
         """[B, D] embeddings, [B] class indices -> [B, C] logits with the margin on the label."""
         cos = self.cosine(emb)
         index = label.long().view(-1, 1)
-        cos_t = cos.gather(1, index)
-        # WeSpeaker does not clamp. The floor only acts where 1 - cos^2 <= 0 in float32, where
-        # WeSpeaker gives NaN; it keeps the forward and the gradient finite there.
-        sin_t = torch.sqrt((1.0 - cos_t * cos_t).clamp_min(_SIN2_FLOOR))
-        phi = cos_t * self.cos_m - sin_t * self.sin_m
-        if self.easy_margin:
-            phi = torch.where(cos_t > 0, phi, cos_t)
-        else:
-            phi = torch.where(cos_t > self.th, phi, cos_t - self.mmm)
+        phi = arc_margin_phi(cos.gather(1, index), self.margin, easy_margin=self.easy_margin)
         return self.scale * cos.scatter(1, index, phi)
 
     def extra_repr(self) -> str:

@@ -10,7 +10,6 @@ skipped on a rerun; under ``torchrun`` rank r takes shards s with s % world_size
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,22 +17,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import kdcache
-from kdcache.cache.schema import CacheLayout
+from kdcache.cache.schema import LOGITS_MODES, CacheLayout
 from kdcache.cache.writer import CacheWriter, build_lock
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
 from kdcache.data.crops import CropPlan, plan_rows
-from kdcache.data.datasets import ReplayDataset, worker_init
+from kdcache.data.datasets import ReplayDataset, loader_settings
 from kdcache.data.features import FeatureConfig
 from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
 from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.teacher.saliency import multi_duration_saliency
+from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate
 
 
 @dataclass
@@ -123,50 +123,6 @@ def build_attrs(cfg: BuildConfig, tconf: ModelConfig, features: FeatureConfig, p
     }
 
 
-class _ShardBatches(torch.utils.data.Sampler):
-    """Batches of row indices that never cross a shard boundary, shard by shard."""
-
-    def __init__(self, shards: list[slice], batch_size: int) -> None:
-        self.batches = [
-            list(range(start, min(start + batch_size, sl.stop)))
-            for sl in shards
-            for start in range(sl.start, sl.stop, batch_size)
-        ]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class _SafeReplay(Dataset):
-    """A replay dataset that reports unreadable audio instead of raising inside a worker."""
-
-    def __init__(self, replay: ReplayDataset, frames: int, bins: int) -> None:
-        self.replay = replay
-        self.frames = frames
-        self.bins = bins
-
-    def __len__(self) -> int:
-        return len(self.replay)
-
-    def __getitem__(self, i: int):
-        try:
-            row, feats, crc = self.replay[i]
-            return row, feats, crc, ""
-        except KdcacheError as err:
-            return i, torch.zeros(self.frames, self.bins), 0, str(err)
-
-
-def _collate(items):
-    rows = torch.tensor([it[0] for it in items], dtype=torch.int64)
-    feats = torch.stack([it[1] for it in items])
-    crcs = torch.tensor([it[2] for it in items], dtype=torch.int64)
-    errors = [it[3] for it in items]
-    return rows, feats, crcs, errors
-
-
 class TeacherRunner:
     """The teacher's outputs for a batch of fbank crops: logits, embeddings, IG maps, integrated outputs."""
 
@@ -186,7 +142,7 @@ class TeacherRunner:
     def __call__(self, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = feats.to(self.device, non_blocking=True)
         logits, emb = self.forward(feats)
-        out = {"teacher/logits": logits, "teacher/embedding": emb}
+        out = {"logits": logits, "embedding": emb}  # keyed by output name (schema.OUTPUTS)
         if self.cfg.saliency:
             labels = labels.to(self.device)
             targets = torch.where(labels >= 0, labels, logits.argmax(dim=1))
@@ -197,14 +153,14 @@ class TeacherRunner:
             # The integrated input is built from the float16 maps the student will read back.
             inputs = integrated_inputs(feats, maps16.float(), self.cfg.integrated_input)
             i_logits, i_emb = self.forward(inputs)
-            out |= {"teacher/saliency": maps16, "teacher/integrated_logits": i_logits, "teacher/integrated_embedding": i_emb}
+            out |= {"saliency": maps16, "integrated_logits": i_logits, "integrated_embedding": i_emb}
         return out
 
 
 def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
     """Build (or resume) the cache described by ``cfg``; returns what was done."""
-    if cfg.logits not in ("dense", "uint8", "factorized"):
-        raise KdcacheError(f"--logits {cfg.logits}: choose dense, uint8 or factorized")
+    if cfg.logits not in LOGITS_MODES:
+        raise KdcacheError(f"--logits {cfg.logits}: choose {', '.join(LOGITS_MODES)}")
     if cfg.integrated_input not in INTEGRATED_INPUT_MODES:
         raise KdcacheError(f"--integrated-input {cfg.integrated_input}: choose {', '.join(INTEGRATED_INPUT_MODES)}")
     ctx = init_distributed(cfg.device)
@@ -286,78 +242,32 @@ def _open_writer(cfg, ctx: DistContext, layout, speakers: list[str], corpus: Cor
     return writer
 
 
-def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, duration_frames,
-                pending: list[int], summary: BuildSummary) -> None:
+def _run_shards(cfg: BuildConfig, ctx: DistContext, model: torch.nn.Module, writer: CacheWriter, layout: CacheLayout,
+                corpus: Corpus, recipe_arrays: dict[str, np.ndarray], features: FeatureConfig,
+                augmenter: Augmenter | None, duration_frames: list[int], pending: list[int],
+                summary: BuildSummary) -> None:
     replay = ReplayDataset(corpus, recipe_arrays, features, augmenter)
     frames = layout.saliency_shape[1] if layout.saliency_shape else features.frames_for_seconds(cfg.crop_seconds)
-    dataset = _SafeReplay(replay, frames, features.num_mel_bins)
+    dataset = SafeReplay(replay, frames, features.num_mel_bins)
     shard_slices = [layout.shard_slice(s) for s in pending]
     loader = DataLoader(
         dataset,
-        batch_sampler=_ShardBatches(shard_slices, cfg.batch_size),
-        num_workers=cfg.num_workers,
-        worker_init_fn=worker_init if cfg.num_workers > 0 else None,
-        collate_fn=_collate,
-        pin_memory=ctx.device.type == "cuda",
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        batch_sampler=ShardBatches(shard_slices, cfg.batch_size),
+        collate_fn=collate,
+        **loader_settings(cfg.num_workers, ctx.device),
     )
-    runner = TeacherRunner(model, ctx.device, cfg, duration_frames)
-    labels_all = torch.from_numpy(recipe_arrays["label"])
+    loop = ShardLoop(writer, TeacherRunner(model, ctx.device, cfg, duration_frames),
+                     torch.from_numpy(recipe_arrays["label"]), cfg.skip_bad_audio)
     total_rows = sum(sl.stop - sl.start for sl in shard_slices)
     bar = tqdm(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
                unit="row", disable=not cfg.show_progress, mininterval=1.0, dynamic_ncols=True)
-    shard_iter = iter(zip(pending, shard_slices))
-    shard, sl = next(shard_iter)
-    buffers: dict[str, list[torch.Tensor]] = {}
-    bad: list[int] = []
-    filled = 0
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
-    in_flight: Future | None = None
     try:
-        for rows, feats, crcs, errors in loader:
-            failed = [k for k, e in enumerate(errors) if e]
-            if failed and not cfg.skip_bad_audio:
-                raise KdcacheError(
-                    f"{errors[failed[0]]} (row {int(rows[failed[0]])}; finished shards are kept; "
-                    "pass --skip-bad-audio to record such rows and go on)"
-                )
-            outputs = runner(feats, labels_all[rows])
-            outputs["rows/input_crc"] = crcs
-            outputs["rows/bad"] = torch.zeros(len(rows), dtype=torch.uint8)
-            for k in failed:
-                bad.append(int(rows[k]))
-                outputs["rows/bad"][k] = 1
-            for name, value in outputs.items():
-                buffers.setdefault(name, []).append(value.detach().cpu())
-            filled += len(rows)
-            bar.update(len(rows))
-            if filled == sl.stop - sl.start:
-                arrays = {name: torch.cat(parts).numpy() for name, parts in buffers.items()}
-                if in_flight is not None:
-                    in_flight.result()
-                in_flight = pool.submit(_write_shard, writer, shard, arrays)
-                summary.shards_written += 1
-                buffers, filled = {}, 0
-                nxt = next(shard_iter, None)
-                if nxt is None:
-                    break
-                shard, sl = nxt
-        if in_flight is not None:
-            in_flight.result()
+        loop.run(loader, pending, bar.update)
     finally:
-        pool.shutdown(wait=True)
         bar.close()
-    summary.bad_rows = len(bad)
-    if bad:
-        summary.extra["bad_rows"] = bad
+    summary.shards_written += loop.shards_written
+    summary.bad_rows = len(loop.bad_rows)
+    if loop.bad_rows:
+        summary.extra["bad_rows"] = loop.bad_rows
 
 
-def _write_shard(writer: CacheWriter, shard: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one shard; a failing disk (full, read-only, gone) becomes one line naming the shard."""
-    try:
-        writer.write_shard(shard, arrays)
-    except OSError as err:
-        raise KdcacheError(
-            f"{writer.path}: writing shard {shard} failed ({err.strerror or err}); finished shards are kept "
-            "and verified on resume: fix the disk (e.g. free space) and rerun the same command"
-        ) from err

@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import load_corpus
-from kdcache.data.datasets import RandomCropDataset, worker_init
+from kdcache.data.datasets import RandomCropDataset, loader_settings
 from kdcache.data.features import FeatureConfig
 from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
-from kdcache.models import attach_head, build_model, default_model_args
+from kdcache.models import attach_head, build_model
 from kdcache.models.average import average_into
-from kdcache.models.checkpoint import ModelConfig, save_model_dir
+from kdcache.models.checkpoint import save_trained_model
 from kdcache.train.loop import RunConfig, fit
 
 
@@ -53,10 +53,7 @@ def epoch_loader(
         batch_size=batch_size,
         sampler=order.tolist(),
         drop_last=True,
-        num_workers=num_workers,
-        worker_init_fn=worker_init if num_workers > 0 else None,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=False,
+        **loader_settings(num_workers, ctx.device),
     )
 
 
@@ -136,22 +133,13 @@ def train_teacher(cfg: TeacherTrainConfig) -> Path:
     )
     if ctx.is_main:
         averaged = average_into(model, out / "checkpoints", num_avg) if num_avg > 1 else None
-        args = default_model_args(cfg.arch) | dict(cfg.model_args)
-        config = ModelConfig(
-            arch=cfg.arch,
-            model_args=args,
-            embed_dim=int(model.embed_dim),
-            speakers=list(speakers),
-            features=cfg.features.to_dict(),
-            head_scale=float(head.scale),
-            head_margin=cfg.margin,
-            extra={
-                "trained_on": {"corpus_sha256": corpus.manifest_sha256(), "utterances": len(corpus)},
-                "training": {k: v for k, v in asdict(cfg).items() if k not in ("features", "augment", "show_progress")},
-            },
-        )
+        extra = {
+            "trained_on": {"corpus_sha256": corpus.manifest_sha256(), "utterances": len(corpus)},
+            "training": {k: v for k, v in asdict(cfg).items() if k not in ("features", "augment", "show_progress")},
+        }
         if averaged:
-            config.extra["averaged"] = {"epochs": averaged, "num": len(averaged)}
-        save_model_dir(out, model, config)
+            extra["averaged"] = {"epochs": averaged, "num": len(averaged)}
+        save_trained_model(out, model, speakers=list(speakers), features=cfg.features.to_dict(), margin=cfg.margin,
+                           extra=extra)
     ctx.barrier()
     return out

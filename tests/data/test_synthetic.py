@@ -129,3 +129,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "full" / "old.wav").write_bytes(b"")
     with pytest.raises(KdcacheError, match="full"):
         make_synthetic_corpus(tmp_path / "full")
+
+
+def test_importing_kdcache_data_does_not_load_the_synthetic_generator():
+    """It built its windows at import, in every process that read a corpus (DataLoader workers too)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kdcache.data; assert 'kdcache.data.synthetic' not in sys.modules; "
+            "f = kdcache.data.make_synthetic_corpus; assert 'kdcache.data.synthetic' in sys.modules; "
+            "from kdcache.data import make_synthetic_corpus")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -160,3 +160,15 @@ def test_segment_mean(frames):
         seg = x[..., start:start + 100]
         expected[..., start:start + 100] = seg.mean(-1, keepdim=True)
     torch.testing.assert_close(got, expected)
+
+
+def test_a_float_model_argument_is_checked_as_a_number():
+    """A float default used to make every value "must be a string", a valid float included."""
+    from kdcache.models import _check_arg
+
+    _check_arg("toy", "dropout", 0.3, 0.5)
+    _check_arg("toy", "dropout", 1, 0.5)
+    with pytest.raises(KdcacheError, match=r"argument dropout='x' must be a finite number"):
+        _check_arg("toy", "dropout", "x", 0.5)
+    with pytest.raises(KdcacheError, match="must be a finite number"):
+        _check_arg("toy", "dropout", True, 0.5)

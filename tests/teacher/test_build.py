@@ -233,6 +233,15 @@ def test_unknown_speakers_are_refused_unless_allowed(tiny_corpus, tiny_teacher, 
     build_teacher_cache(BuildConfig(out=str(tmp_path / "b.zarr"), allow_unknown_speakers=True, **cfg))
     labels = TeacherCache.open(tmp_path / "b.zarr").recipes(slice(None))["label"]
     assert (labels == -1).sum() == 2
+    # label -1 is by design: such a cache verifies and pulls (it used to fail as "labels outside [0, S)")
+    from kdcache.cache.pull import check_pull, pull_cache
+    from kdcache.cache.verify import verify_cache
+
+    report = verify_cache(str(tmp_path / "b.zarr"))
+    assert report.ok, report.problems
+    pulled = pull_cache(str(tmp_path / "b.zarr"), tmp_path / "pulled")
+    check_pull(pulled)
+    assert pulled.verify.ok, pulled.verify.problems
 
 
 def test_unreadable_audio_mid_build_stops_naming_the_file_and_keeps_finished_shards(

@@ -65,14 +65,16 @@ def test_every_loss_trains_a_student_from_the_cache_alone(caches, tiny_corpus, t
 def test_dkd_loss_term_is_mdistiller_dkd_on_margin_logits():
     """The trainer's dkd term is alpha*TCKD + beta*NCKD of the student AAM logits against the cached
     teacher logits with the teacher margin put back on the target, ramped per step by min(progress/warmup, 1)."""
+    from kdcache.distill.methods import RunInfo, build
+
     torch.manual_seed(0)
     cfg = StudentTrainConfig(cache="c", data="d", student="xvector", loss="dkd", out="o", alpha=1.0, beta=8.0,
                              temperature=1.0, epochs=30, teacher_margin=0.2)
-    assert cfg.warmup_epochs == 4
-    assert [cfg.kd_ramp(p) for p in (0.0, 1.0, 3.0, 4.0, 9.5)] == [0.0, 0.25, 0.75, 1.0, 1.0]
-    assert StudentTrainConfig(cache="c", data="d", student="x", loss="dkd", out="o", epochs=6).warmup_epochs == 0.8
-    no_ramp = StudentTrainConfig(cache="c", data="d", student="x", loss="dkd", out="o", kd_warmup_epochs=0)
-    assert no_ramp.kd_ramp(0.0) == 1.0
+    dkd = build("dkd", cfg.method_options(), RunInfo(epochs=30))
+    assert dkd.warmup_epochs == 4
+    assert [dkd.ramp(p) for p in (0.0, 1.0, 3.0, 4.0, 9.5)] == [0.0, 0.25, 0.75, 1.0, 1.0]
+    assert build("dkd", {}, RunInfo(epochs=6)).warmup_epochs == 0.8
+    assert build("dkd", {"kd_warmup_epochs": 0}, RunInfo(epochs=6)).ramp(0.0) == 1.0
     with pytest.raises(KdcacheError, match="--kd-warmup-epochs"):
         StudentTrainConfig(cache="c", data="d", student="x", loss="dkd", out="o", kd_warmup_epochs=-1).check()
     cos_t = torch.rand(6, 10) * 2 - 1
