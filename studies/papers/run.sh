@@ -118,11 +118,18 @@ DATA=$ROOT/data; MODELS=$ROOT/models; CACHES=$ROOT/caches; STUDENTS=$ROOT/studen
 DEMO=$DATA/demo; TEACHER=$MODELS/teacher
 STUDY=("$PY" "$HERE/study.py")
 
-# ---- what this kdcache offers (runs that need more are pending) ----------------------------------
-HELP_STUDENT=$("${KD[@]}" train-student --help 2>&1) || die "cannot run '${KD[*]} train-student --help': $HELP_STUDENT"
-HAS_LOSS_ARGS=0; [[ $HELP_STUDENT == *--loss-args* ]] && HAS_LOSS_ARGS=1
-HAS_ONLINE=0; [[ $HELP_STUDENT == *--online-teacher* ]] && HAS_ONLINE=1
-HAS_REPORT=0; "${KD[@]}" report --help > /dev/null 2>&1 && HAS_REPORT=1
+# ---- what this kdcache offers (runs that need more are pending); asked once, when first needed ---
+PROBED=0; HAS_LOSS_ARGS=0; HAS_ONLINE=0; HAS_REPORT=0
+probe() {
+  (( PROBED )) && return 0
+  PROBED=1
+  local help
+  help=$("${KD[@]}" train-student --help 2>&1) || die "cannot run '${KD[*]} train-student --help': $help"
+  [[ $help == *--loss-args* ]] && HAS_LOSS_ARGS=1
+  [[ $help == *--online-teacher* ]] && HAS_ONLINE=1
+  "${KD[@]}" report --help > /dev/null 2>&1 && HAS_REPORT=1
+  return 0
+}
 
 # ---- runs ---------------------------------------------------------------------------------------
 # A command is a list of words; "kdcache" and "python" as first word stand for the launchers, and
@@ -237,6 +244,7 @@ family_args() { case $1 in xvector) echo "$XV_ARGS" ;; resnet34m2) echo "$RN_ARG
 
 student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-student + evaluation
   local stage=$1 name=$2 family=$3 loss=$4 seed=$5 cache=$6 corpus=$7 epochs=$8 words loss_words
+  probe
   read -ra loss_words <<< "${LOSS_ARGS[$loss]:?unknown loss $loss}"
   words=(kdcache train-student --cache "$cache" --data "$corpus/train" --student "$(family_arch "$family")"
          --model-args "$(family_args "$family")" "${loss_words[@]}" --epochs "$epochs" --batch-size 64
@@ -371,6 +379,7 @@ stage_ksweep() {
     done
   done
   local extra=()
+  probe
   read -ra extra <<< "$ONLINE_ARGS"
   for seed in $SEEDS_K; do
     name=xvector-dkd-T2-b8-online-s$seed
@@ -440,6 +449,7 @@ compare_step() {  # compare_step NAME_A "DIRS_A" NAME_B "DIRS_B" [--data CORPUS]
 
 stage_report() {
   local pair a b seeds_a seeds_b fam spec k seed grid=() spk=() ks=()
+  probe
   seeds_for() { if [[ $1 == resnet34m2* ]]; then echo "$SEEDS_RESNET"; else echo "$SEEDS_XVEC"; fi; }
   for pair in "${COMPARISONS[@]}"; do
     read -r a b <<< "$pair"
@@ -483,7 +493,7 @@ stage_report() {
 }
 
 (( DRY )) || { echo "study root $ROOT, results $RESULTS, stages ${STAGES[$START]}..${STAGES[$STOP]}, $JOBS job(s) at a time"; }
-(( DRY )) && echo "# kdcache: ${KD[*]}; loss-args $HAS_LOSS_ARGS, online-teacher $HAS_ONLINE, report $HAS_REPORT"
+(( DRY )) && { probe; echo "# kdcache: ${KD[*]}; loss-args $HAS_LOSS_ARGS, online-teacher $HAS_ONLINE, report $HAS_REPORT"; }
 for (( s = START; s <= STOP; s++ )); do
   name=${STAGES[$s]}
   (( DRY )) && echo "## stage $s $name" || echo "[$(date -u +%H:%M:%S)] ===== stage $s: $name ====="

@@ -114,6 +114,8 @@ def gate(args: argparse.Namespace) -> int:
               f"({100 * margin / best:+.0f}% of its EER). " + ("The teacher is better: KD can help."
               if ok else "The teacher is NOT better than a CE student: train a wider or longer one "
               "(TEACHER_ARGS / TEACHER_EPOCHS) before the KD grid.")]
+    if not ok and args.force:
+        lines += ["", "The study went on anyway (`run.sh --force`): KD results below rest on a teacher no better than CE."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

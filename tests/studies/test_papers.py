@@ -143,6 +143,7 @@ def test_student_runs_save_seed_out_and_eval(dry_run):
         assert ("--loss" in words and words[words.index("--loss") + 1] == "imlkd") == ("-ig" in (cache or ""))
 
 
+@pytest.mark.timeout(600)  # about 30 s of CPU (7 Python starts); minutes of wall on a loaded machine
 def test_one_stage_runs_resumes_and_refuses_changed_settings(tmp_path):
     env = {"CORPUS_ARGS": "--speakers 2 --utterances-per-speaker 2 --seconds 0.6 --test-speakers 2",
            "SPK_CORPORA": "2x4 4x2", "SPK_TEST_OFFSET": "10", "SPK_TEST_SPEAKERS": "2", "SPK_TEST_UTTS": "2",
