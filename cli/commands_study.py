@@ -21,7 +21,7 @@ from cli.options import device_option
 @click.option("--utterances", default=32, show_default=True, type=click.IntRange(1), help="Utterances drawn (seeded) from --data.")
 @click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Centre crop of each utterance.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the utterance draw.")
-@click.option("--ig-steps", default=50, show_default=True, type=click.IntRange(1), help="Riemann steps of integrated gradients.")
+@click.option("--ig-steps", default=50, show_default=True, type=click.IntRange(2), help="Riemann steps of integrated gradients.")
 @click.option("--points", default=21, show_default=True, type=click.IntRange(2), help="Fractions of frames from 0 to 1 on each curve.")
 @click.option("--frame-score", type=click.Choice(["sum", "abs"]), default="sum", show_default=True,
               help="Frame saliency: sum of IG over the mel bins (evidence for the target) or of |IG|.")

@@ -2,7 +2,7 @@
 # The papers' comparisons with kdcache (issue 14), as one resumable command.
 #
 #   bash studies/papers/run.sh [--stage N|NAME] [--stop-stage N|NAME] [--jobs J] [--dry-run]
-#                              [--root DIR] [--results DIR] [--force]
+#                              [--root DIR] [--results DIR] [--force] [--keep-going]
 #
 # Stages (see studies/papers/README.md for what each measures and its estimated CPU time):
 #   0 corpora         default corpus + speaker-count corpora (same test speakers and trials)
@@ -23,7 +23,9 @@
 # builds by rerunning, corpora from scratch). Changing a run's settings is refused: remove its log
 # folder and output, or use another --root. Options not yet in this kdcache (train-student
 # --loss-args and --online-teacher, kdcache report) make their runs "pending": listed, not run.
-# Settings can be overridden by environment variables (the defaults are below).
+# Settings can be overridden by environment variables (the defaults are below). A failed run stops
+# the study at the end of its stage; with --keep-going the study goes on (a diverged student is a
+# result too) and the failed runs are listed in ROOT/failed.txt. --force goes on past the teacher gate.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,7 +34,7 @@ STAGES=(corpora teacher cache ce saliency-cache grid speakers ksweep igsteps sal
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
 
-usage() { sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 stage_number() {
   local want=$1 i
@@ -41,7 +43,7 @@ stage_number() {
   die "unknown stage '$want' (0-$(( ${#STAGES[@]} - 1 )) or ${STAGES[*]})"
 }
 
-START=0; STOP=$(( ${#STAGES[@]} - 1 )); JOBS=1; DRY=0; FORCE=0
+START=0; STOP=$(( ${#STAGES[@]} - 1 )); JOBS=1; DRY=0; FORCE=0; KEEP_GOING=0; FAILURES=0
 ROOT=${ROOT:-$REPO/studies/papers/work}
 RESULTS=${RESULTS:-$REPO/docs/results/papers}
 while (( $# )); do
@@ -53,6 +55,7 @@ while (( $# )); do
     --root) ROOT=${2:?--root needs a folder}; shift 2 ;;
     --results) RESULTS=${2:?--results needs a folder}; shift 2 ;;
     --force) FORCE=1; shift ;;
+    --keep-going) KEEP_GOING=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -219,7 +222,11 @@ barrier() {  # wait for the submitted runs; stop the study if one failed (a reru
   local name failed=()
   for name in "${SUBMITTED[@]}"; do [[ -f $LOG/$name/failed ]] && failed+=("$name"); done
   SUBMITTED=()
-  (( ${#failed[@]} == 0 )) || { echo "run.sh: failed runs: ${failed[*]} (logs under $LOG; rerun to resume)" >&2; exit 1; }
+  (( ${#failed[@]} == 0 )) && return 0
+  echo "run.sh: failed runs: ${failed[*]} (logs under $LOG; rerun to resume)" >&2
+  (( KEEP_GOING )) || exit 1
+  printf '%s\n' "${failed[@]}" >> "$ROOT/failed.txt"
+  FAILURES=$(( FAILURES + ${#failed[@]} ))
 }
 
 step() {  # step STAGE NAME -- WORDS...: always run, in the foreground (reports, gate); returns its status
@@ -500,5 +507,7 @@ for (( s = START; s <= STOP; s++ )); do
   "stage_${name//-/_}"
 done
 (( DRY )) || { echo "study stages ${STAGES[$START]}..${STAGES[$STOP]} finished; results in $RESULTS"
-               [[ -s $ROOT/pending.txt ]] && echo "pending runs (need options not in this kdcache): $ROOT/pending.txt"; }
+               [[ -s $ROOT/pending.txt ]] && echo "pending runs (need options not in this kdcache): $ROOT/pending.txt"
+               (( FAILURES )) && echo "$FAILURES run(s) failed (--keep-going): $ROOT/failed.txt"; }
+(( FAILURES )) && exit 1
 exit 0
