@@ -242,6 +242,70 @@ def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out:
     return lines + ["", "![EER against K](ksweep.png)"]
 
 
+def _speakers(runs: dict[str, dict], out: Path) -> list[str]:
+    """ENSKD (a): EER against the number of training speakers, one row per corpus (same test set)."""
+    pattern = re.compile(r"^spk(?P<n>\d+)x(?P<u>\d+)-xvector-(?P<loss>ce-own|ce|dkd-T2-b8)-s\d+$")
+    cells: dict[tuple[int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for name, m in runs.items():
+        match = pattern.match(name)
+        if match:
+            cells[(int(match["n"]), int(match["u"]))][match["loss"]].append(m["eer"])
+    if not cells:
+        return []
+    losses = ("ce-own", "ce", "dkd-T2-b8")
+    lines = ["# EER against the number of training speakers (x-vector; one test set for all corpora)", "",
+             "`ce-own`: CE in the corpus's own label space (`train-teacher --arch xvector`); `ce` and `dkd-T2-b8`: "
+             "students of the cache built by the teacher of the largest label space. EER % mean ± 95% CI (seeds).", "",
+             "| training speakers x utterances | " + " | ".join(losses) + " |", "|---|---|---|---|"]
+    for key in sorted(cells):
+        row = [fmt(*mean_ci(cells[key][loss])) + f" ({len(cells[key][loss])})" if cells[key][loss] else ""
+               for loss in losses]
+        lines.append(f"| {key[0]} x {key[1]} | " + " | ".join(row) + " |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for loss in losses:
+        keys = [k for k in sorted(cells) if cells[k][loss]]
+        if not keys:
+            continue
+        stats = [mean_ci(cells[k][loss]) for k in keys]
+        ax.errorbar([k[0] for k in keys], [100 * m for m, _ in stats],
+                    yerr=[0 if np.isnan(h) else 100 * h for _, h in stats], marker="o", capsize=3, label=loss)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([k[0] for k in sorted(cells)], [str(k[0]) for k in sorted(cells)])
+    ax.set_xlabel("training speakers (same number of utterances)")
+    ax.set_ylabel("EER %")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "speakers.png", dpi=120)
+    plt.close(fig)
+    return lines + ["", "![EER against the number of training speakers](speakers.png)"]
+
+
+def _saliency(out: Path) -> list[str]:
+    """Deletion / insertion AUCs of every saliency-eval run under OUT/saliency."""
+    lines = []
+    for path in sorted((out / "saliency").glob("*/saliency_eval.json")):
+        summary = json.loads(path.read_text())
+        if not lines:
+            lines = ["# Deletion and insertion (kdcache saliency-eval)", "",
+                     "AUC mean ± 1.96 SE over crops; lower deletion and higher insertion AUC: a more faithful map. "
+                     "Gaps: mean |curve - teacher's curve|; r: frame-saliency correlation with the teacher.", ""]
+        lines += [f"## {path.parent.name} ({len(summary['utterances'])} crops)", "",
+                  "| model | deletion AUC | insertion AUC | deletion gap | insertion gap | r |", "|---|---|---|---|---|---|"]
+        for m in summary["models"]:
+            d, i, v = m["auc_deletion"], m["auc_insertion"], m.get("vs_reference")
+            gaps = (f"{v['mean_abs_deletion_gap']:.3f} | {v['mean_abs_insertion_gap']:.3f} | "
+                    f"{v['frame_saliency_correlation']:.3f}") if v else " | | "
+            lines.append(f"| {m['label']} | {d['mean']:.3f} ± {d['ci95']:.3f} | {i['mean']:.3f} ± {i['ci95']:.3f} | {gaps} |")
+        lines += ["", f"![{path.parent.name}](saliency/{path.parent.name}/saliency_eval.png)", ""]
+    return lines
+
+
 def collect(args: argparse.Namespace) -> int:
     root, out = Path(args.root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,11 +329,15 @@ def collect(args: argparse.Namespace) -> int:
     ksweep = _ksweep(runs, per_run, out, args.k_passes, args.online_epochs)
     if ksweep:
         (out / "ksweep.md").write_text("\n".join(ksweep) + "\n")
+    written = ["results.md", "cpu_time.md"] + (["ksweep.md"] if ksweep else [])
+    for name, lines in (("speakers.md", _speakers(runs, out)), ("saliency.md", _saliency(out))):
+        if lines:
+            (out / name).write_text("\n".join(lines) + "\n")
+            written.append(name)
     pending = root / "pending.txt"
     if pending.is_file():
         shutil.copyfile(pending, out / "pending.txt")
-    print(f"collected {len(runs)} runs with metrics into {out} (results.md, cpu_time.md"
-          f"{', ksweep.md' if ksweep else ''})")
+    print(f"collected {len(runs)} runs with metrics into {out} ({', '.join(written)})")
     return 0
 
 

@@ -172,7 +172,8 @@ def test_gate_and_collect_by_hand(tmp_path):
     root, out = tmp_path / "root", tmp_path / "res"
     eers = {"xvector-ce-s0": 0.04, "xvector-ce-s1": 0.05, "xvector-ce-s2": 0.06,
             "xvector-dkd-T2-b8-s0": 0.03, "xvector-dkd-T2-b8-s1": 0.02,
-            "xvector-dkd-T2-b8-K2-s0": 0.05, "xvector-dkd-T2-b8-K4-s0": 0.03, "xvector-dkd-T2-b8-K4-s1": 0.05}
+            "xvector-dkd-T2-b8-K2-s0": 0.05, "xvector-dkd-T2-b8-K4-s0": 0.03, "xvector-dkd-T2-b8-K4-s1": 0.05,
+            "spk100x40-xvector-ce-own-s0": 0.10, "spk100x40-xvector-ce-own-s1": 0.12, "spk400x10-xvector-dkd-T2-b8-s0": 0.05}
     lines = []
     for name, eer in eers.items():
         (root / "log" / name).mkdir(parents=True)
@@ -198,7 +199,10 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert "| xvector-dkd-T2-b8 | 2 | 2.50 ± 6.35 | 0.250 ± 0.635 | -50.0% | 3.00 / 2.00 |" in table
     assert "| xvector-dkd-T2-b8-K2 | 1 | 5.00 | 0.500 |" in table
     cpu = (out / "cpu_time.md").read_text()
-    assert "| grid | 8 | 0.13 | 0.27 |" in cpu  # 8 x 60 s wall, 8 x 120 s CPU
+    assert "| grid | 11 | 0.18 | 0.37 |" in cpu  # 11 x 60 s wall, 11 x 120 s CPU
+    speakers = (out / "speakers.md").read_text()
+    assert "| 100 x 40 | 11.00 ± 12.71 (2) |  |  |" in speakers  # t(1) 12.7062 x sd 0.0141 / sqrt 2
+    assert "| 400 x 10 |  |  | 5.00 (1) |" in speakers and (out / "speakers.png").is_file()
     ksweep = (out / "ksweep.md").read_text()
     assert "| 4 | 2 | 2 | 4.00 ± 12.71 |" in ksweep and (out / "ksweep.png").is_file()
     assert json.loads((out / "runs" / "xvector-ce-s1" / "metrics.json").read_text())["eer"] == 0.05
