@@ -257,8 +257,12 @@ student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-st
          --model-args "$(family_args "$family")" "${loss_words[@]}" --epochs "$epochs" --batch-size 64
          --final-lr 1e-3 --margin 0 --seed "$seed" --out "$STUDENTS/$name"
          --trials "$corpus/test/trials.txt" --eval-data "$corpus/test" --resume)
+  local cache_job
+  cache_job=cache-$(basename "$cache" .zarr)
   if [[ $loss == *-ls ]] && (( ! HAS_LOSS_ARGS )); then
     pending "$stage" "$name" "needs train-student --loss-args (logit standardization)" -- "${words[@]}"
+  elif (( ! DRY )) && [[ ! -f $LOG/$cache_job/done ]]; then
+    pending "$stage" "$name" "waits for run $cache_job (its cache)" -- "${words[@]}"
   else
     job "$stage" "$name" -- "${words[@]}"
   fi
@@ -499,7 +503,11 @@ stage_report() {
     --k-passes "$K_PASSES" --online-epochs "$ONLINE_EPOCHS"
 }
 
-(( DRY )) || { echo "study root $ROOT, results $RESULTS, stages ${STAGES[$START]}..${STAGES[$STOP]}, $JOBS job(s) at a time"; }
+if (( ! DRY )); then
+  echo "study root $ROOT, results $RESULTS, stages ${STAGES[$START]}..${STAGES[$STOP]}, $JOBS job(s) at a time"
+  mkdir -p "$ROOT"
+  rm -f "$ROOT/pending.txt" "$ROOT/failed.txt"  # both describe this invocation only
+fi
 (( DRY )) && { probe; echo "# kdcache: ${KD[*]}; loss-args $HAS_LOSS_ARGS, online-teacher $HAS_ONLINE, report $HAS_REPORT"; }
 for (( s = START; s <= STOP; s++ )); do
   name=${STAGES[$s]}
