@@ -18,7 +18,14 @@ from cli.options import SCORE_NORMS, device_option
 @click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(0.5), help="Utterance length.")
 @click.option("--test-speakers", default=40, show_default=True, type=click.IntRange(2), help="Held-out speakers for the trials.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
-def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: int, seconds: float, test_speakers: int, seed: int) -> None:
+@click.option("--test-speaker-offset", default=None, type=click.IntRange(0),
+              help="Speaker index of the first test speaker [default: --speakers]. Corpora with the same offset "
+                   "(and seed, seconds, test options) share byte-identical test speakers and trials, whatever "
+                   "their --speakers.")
+@click.option("--test-utterances-per-speaker", default=None, type=click.IntRange(2),
+              help="Utterances of each test speaker [default: --utterances-per-speaker].")
+def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: int, seconds: float, test_speakers: int, seed: int,
+                              test_speaker_offset: int | None, test_utterances_per_speaker: int | None) -> None:
     """Write a deterministic synthetic speaker corpus to OUT.
 
     \b
@@ -31,11 +38,12 @@ def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: 
 
     from kdcache.data.synthetic import make_synthetic_corpus
 
-    total = (speakers + test_speakers) * utterances_per_speaker
+    total = speakers * utterances_per_speaker + test_speakers * (test_utterances_per_speaker or utterances_per_speaker)
     with tqdm(total=total, desc="synthesising", unit="utt", mininterval=1.0) as bar:
         make_synthetic_corpus(
             out, speakers=speakers, utterances_per_speaker=utterances_per_speaker, seconds=seconds,
             test_speakers=test_speakers, seed=seed, progress=bar.update,
+            test_speaker_offset=test_speaker_offset, test_utterances_per_speaker=test_utterances_per_speaker,
         )
     click.echo(f"wrote {total} utterances of {speakers + test_speakers} speakers to {out}")
 

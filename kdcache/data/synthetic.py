@@ -167,7 +167,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                           speaker_spread: float = 2.5, session_variability: float = 0.7,
                           noise_snr_db: tuple[float, float] = (5.0, 30.0),
                           duration_jitter: float = 0.2, num_trials: int = 4000,
-                          workers: int | None = None) -> Path:
+                          workers: int | None = None, test_speaker_offset: int | None = None,
+                          test_utterances_per_speaker: int | None = None) -> Path:
     """Write the corpus under ``out`` (see the module docstring); returns ``out``.
 
     - ``speaker_spread`` (2.5): scales between-speaker parameter differences (larger = easier).
@@ -179,6 +180,13 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
     - ``noise_snr_db`` ((5, 30)): background-noise SNR range in dB (lower = harder).
     - ``duration_jitter`` (0.2): utterance lengths are ``seconds * U(1 - j, 1 + j)``.
     - ``num_trials`` (4000): trial count, half target (fewer if the test set is too small).
+    - ``test_speaker_offset`` (default ``speakers``): speaker index of the first test speaker. Voices,
+      sessions and paths depend only on (seed, index), so corpora with different ``speakers`` but the
+      same offset, ``test_speakers``, ``test_utterances_per_speaker``, ``seconds``, ``seed`` and
+      knobs have byte-identical test speakers, ``test/`` lists and trials (ENSKD's speaker-count
+      experiment). It must be >= ``speakers`` (test and training speakers never overlap).
+    - ``test_utterances_per_speaker`` (default ``utterances_per_speaker``): utterances of each test
+      speaker.
     ``progress(n)`` is called after each speaker with the number of utterances just written
     (``tqdm.update`` fits). ``workers`` processes synthesise speakers in parallel (default: 2 on a
     multi-core machine from 16 speakers on, else 1); the bytes do not depend on it.
@@ -191,9 +199,18 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
         raise KdcacheError("synthetic corpus: need 0 <= duration_jitter < 1 and a valid SNR range")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KdcacheError(f"{out}: exists and is not an empty folder (old files would mix in)")
+    test_offset = speakers if test_speaker_offset is None else int(test_speaker_offset)
+    test_utts = utterances_per_speaker if test_utterances_per_speaker is None else int(test_utterances_per_speaker)
+    if test_offset < speakers:
+        raise KdcacheError(f"synthetic corpus: test_speaker_offset {test_offset} must be >= speakers "
+                           f"({speakers}): test speakers would be training speakers")
+    if test_utts < 2:
+        raise KdcacheError("synthetic corpus: need test_utterances_per_speaker >= 2")
     if workers is None:  # a pool only pays off for more than a few speakers
         workers = min(2, os.cpu_count() or 1) if speakers + test_speakers >= 16 else 1
-    _write_speakers(out, speakers, test_speakers, utterances_per_speaker, seconds, seed, progress,
+    jobs = [(i, utterances_per_speaker) for i in range(speakers)]
+    jobs += [(test_offset + j, test_utts) for j in range(test_speakers)]
+    _write_speakers(out, jobs, speakers, seconds, seed, progress,
                     dict(speaker_spread=speaker_spread, session_variability=session_variability,
                          noise_snr_db=tuple(noise_snr_db)), duration_jitter, num_trials, workers)
     for name, x in make_noises(seed).items():
@@ -205,6 +222,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                   speaker_spread=speaker_spread, session_variability=session_variability,
                   noise_snr_db=list(noise_snr_db), duration_jitter=duration_jitter,
                   num_trials=num_trials)
+    if test_speaker_offset is not None or test_utterances_per_speaker is not None:
+        params.update(test_speaker_offset=test_offset, test_utterances_per_speaker=test_utts)
     (out / "README.txt").write_text(_README.format(params=json.dumps(params, indent=2)))
     return out
 
@@ -219,8 +238,9 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _speaker_audio(out: Path, seed: int, index: int, utterances: int, seconds: float,
-                   duration_jitter: float, knobs: dict) -> None:
+def _speaker_audio(out: Path, seed: int, job: tuple[int, int], seconds: float,
+                   duration_jitter: float, knobs: dict) -> int:
+    index, utterances = job
     sessions, lengths, paths = _layout(seed, index, utterances, seconds, duration_jitter)
     # One intra-op thread: the per-speaker tensors are small, and two threads measured 2.5x more
     # CPU time (75 s vs 29 s for the default corpus). The bytes do not depend on it.
@@ -228,31 +248,35 @@ def _speaker_audio(out: Path, seed: int, index: int, utterances: int, seconds: f
         waves = synthesize_speaker(seed, index, sessions, lengths, **knobs)
     for p, x in zip(paths, waves):
         _write_wav(out / "wav" / p, x)
+    return utterances
 
 
-def _write_speakers(out: Path, speakers: int, test_speakers: int, utterances: int, seconds: float,
+def _write_speakers(out: Path, jobs: list[tuple[int, int]], speakers: int, seconds: float,
                     seed: int, progress: Callable[[int], None] | None, knobs: dict,
                     duration_jitter: float, num_trials: int, workers: int) -> None:
-    """Audio, wav.scp / utt2spk of train and test, and the trial list."""
-    total = speakers + test_speakers
-    job = functools.partial(_speaker_audio, out, seed, utterances=utterances, seconds=seconds,
+    """Audio, wav.scp / utt2spk of train and test, and the trial list.
+
+    ``jobs`` holds (speaker index, utterances) pairs; the first ``speakers`` are the training ones.
+    """
+    total = len(jobs)
+    job = functools.partial(_speaker_audio, out, seed, seconds=seconds,
                             duration_jitter=duration_jitter, knobs=knobs)
     pool = None
     if workers > 1 and total > 1:
         # fork: the children inherit the imported modules (no second torch import).
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     try:
-        done = pool.map(job, range(total)) if pool is not None else map(job, range(total))
-        for _ in done:
+        done = pool.map(job, jobs) if pool is not None else map(job, jobs)
+        for written in done:
             if progress is not None:
-                progress(utterances)
+                progress(written)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     lists: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
-    for index in range(total):
+    for position, (index, utterances) in enumerate(jobs):
         paths = _layout(seed, index, utterances, seconds, duration_jitter)[2]
-        part = lists["train" if index < speakers else "test"]
+        part = lists["train" if position < speakers else "test"]
         part[0].extend(paths)
         part[1].extend(p.split("/", 1)[0] for p in paths)
     for name, (paths, spks) in lists.items():

@@ -8,6 +8,8 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import nn
 
+from kdcache.errors import KdcacheError
+
 
 class TargetLogit(nn.Module):
     """fbank [B, T, F] -> margin-free AAM logits ``s * cos`` [B, S] of a model with a ``projection`` head."""
@@ -45,6 +47,8 @@ def integrated_gradients(
     Right Riemann sum with ``steps`` points (``method="riemann_right"``); returns float32 [B, T, F].
     Zero is the baseline because, after mean normalisation, it is every bin's mean over time.
     """
+    if steps < 2:  # Captum asserts n > 1 for every method
+        raise KdcacheError(f"--ig-steps {steps}: integrated gradients need at least 2 steps")
     ig = IntegratedGradients(forward)
     with torch.enable_grad():
         attributions = ig.attribute(

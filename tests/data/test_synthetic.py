@@ -140,3 +140,36 @@ def test_importing_kdcache_data_does_not_load_the_synthetic_generator():
             "f = kdcache.data.make_synthetic_corpus; assert 'kdcache.data.synthetic' in sys.modules; "
             "from kdcache.data import make_synthetic_corpus")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _test_set_digests(root: Path) -> dict[str, str]:
+    """Digests of test/ (lists, trials) and of the test speakers' audio."""
+    test_ids = [line.split()[0] for line in (root / "test" / "wav.scp").read_text().splitlines()]
+    digests = {f"test/{k}": v for k, v in _digests(root / "test").items()}
+    digests.update({f"wav/{u}": hashlib.sha256((root / "wav" / u).read_bytes()).hexdigest() for u in test_ids})
+    return digests
+
+
+def test_same_test_set_for_any_training_speaker_count(tmp_path: Path) -> None:
+    """ENSKD's speaker-count experiment: 2x6 and 4x3 training utterances, one held-out test set."""
+    common = dict(seconds=0.6, test_speakers=3, seed=5, num_trials=12, workers=1,
+                  test_speaker_offset=50, test_utterances_per_speaker=3)
+    few = make_synthetic_corpus(tmp_path / "few", speakers=2, utterances_per_speaker=6, **common)
+    many = make_synthetic_corpus(tmp_path / "many", speakers=4, utterances_per_speaker=3, **common)
+    assert _test_set_digests(few) == _test_set_digests(many)
+    assert len(_test_set_digests(few)) == 3 + 9  # wav.scp, utt2spk, trials.txt + 9 test wavs
+    assert len(load_corpus(few / "train")) == len(load_corpus(many / "train")) == 12
+    assert len(load_corpus(few / "train").speakers) == 2 and len(load_corpus(many / "train").speakers) == 4
+    assert set(load_corpus(many / "test").speakers) == {"id10050", "id10051", "id10052"}
+    # Without the offset the test speakers follow the training ones, so the test set changes.
+    plain = dict(common, test_speaker_offset=None, test_utterances_per_speaker=None)
+    a = make_synthetic_corpus(tmp_path / "a", speakers=2, utterances_per_speaker=3, **plain)
+    b = make_synthetic_corpus(tmp_path / "b", speakers=3, utterances_per_speaker=3, **plain)
+    assert _test_set_digests(a) != _test_set_digests(b)
+
+
+def test_test_speaker_offset_must_not_overlap_training(tmp_path: Path) -> None:
+    with pytest.raises(KdcacheError, match="test_speaker_offset 3"):
+        make_synthetic_corpus(tmp_path / "x", speakers=4, test_speaker_offset=3)
+    with pytest.raises(KdcacheError, match="test_utterances_per_speaker"):
+        make_synthetic_corpus(tmp_path / "y", speakers=4, test_utterances_per_speaker=1)

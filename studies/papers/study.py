@@ -1,0 +1,375 @@
+"""Glue of the papers' study (run.sh): corpus statistics, the teacher gate, and the collection of results.
+
+    python studies/papers/study.py corpus-stats CORPUS --out FILE
+    python studies/papers/study.py same-test-set CORPUS...
+    python studies/papers/study.py gate --teacher DIR --out FILE [--force] CE_RUN...
+    python studies/papers/study.py collect --root ROOT --out RESULTS [--k-passes 48] [--online-epochs 48]
+
+The statistics (means, t-intervals) come from kdcache.evaluate.compare; this file only reads run folders
+and writes Markdown, JSON and pictures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from kdcache.evaluate.compare import t_quantile_975  # noqa: E402
+
+SEED = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of the 95% t-interval (nan for one value)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), t_quantile_975(v.size - 1) * float(v.std(ddof=1)) / np.sqrt(v.size)
+
+
+def fmt(mean: float, half: float, scale: float = 100.0, digits: int = 2) -> str:
+    if np.isnan(half):
+        return f"{scale * mean:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {scale * half:.{digits}f}"
+
+
+# ---- corpora -------------------------------------------------------------------------------------
+def corpus_stats(args: argparse.Namespace) -> int:
+    from kdcache.data.corpus import load_corpus
+
+    out = {}
+    for part in ("train", "test"):
+        corpus = load_corpus(Path(args.corpus) / part)
+        out[part] = {"speakers": len(corpus.speakers), "utterances": len(corpus),
+                     "seconds": float(corpus.num_samples.sum()) / 16000.0}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out))
+    return 0
+
+
+def _test_set_digest(corpus: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("wav.scp", "utt2spk", "trials.txt"):
+        digest.update((corpus / "test" / name).read_bytes())
+    for line in (corpus / "test" / "wav.scp").read_text().splitlines():
+        digest.update((corpus / "wav" / line.split()[0]).read_bytes())
+    return digest.hexdigest()
+
+
+def same_test_set(args: argparse.Namespace) -> int:
+    digests = {c: _test_set_digest(Path(c)) for c in args.corpora}
+    if len(set(digests.values())) != 1:
+        for c, d in digests.items():
+            print(f"{c}: test set sha256 {d}", file=sys.stderr)
+        print("the corpora's test sets differ", file=sys.stderr)
+        return 1
+    print(f"{len(digests)} corpora share one test set (sha256 {next(iter(digests.values()))[:16]})")
+    return 0
+
+
+# ---- the teacher gate ----------------------------------------------------------------------------
+def _metrics(run: Path) -> dict | None:
+    path = run / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def gate(args: argparse.Namespace) -> int:
+    teacher = _metrics(Path(args.teacher))
+    if teacher is None:
+        print(f"{args.teacher}/metrics.json: missing (run stage teacher first)", file=sys.stderr)
+        return 2
+    families: dict[str, list[float]] = defaultdict(list)
+    for run in map(Path, args.ce):
+        m = _metrics(run)
+        match = SEED.match(run.name)
+        if m is None or match is None:
+            print(f"{run}: no metrics.json, left out", file=sys.stderr)
+            continue
+        families[match["group"]].append(m["eer"])
+    if not families:
+        print("no CE student has finished", file=sys.stderr)
+        return 2
+    lines = ["# Teacher against the CE students", "",
+             f"Teacher `{args.teacher}`: EER {100 * teacher['eer']:.2f}%, minDCF(0.01) {teacher['min_dcf']:.3f}.", "",
+             "| CE student | seeds | EER % (mean ± 95% CI) | teacher's margin (points) |", "|---|---|---|---|"]
+    best = None
+    for family, eers in sorted(families.items()):
+        mean, half = mean_ci(eers)
+        lines.append(f"| {family} | {len(eers)} | {fmt(mean, half)} | {100 * (mean - teacher['eer']):+.2f} |")
+        best = mean if best is None else min(best, mean)
+    margin = best - teacher["eer"]
+    ok = margin > 0
+    lines += ["", f"Margin over the best CE student: {100 * margin:+.2f} EER points "
+              f"({100 * margin / best:+.0f}% of its EER). " + ("The teacher is better: KD can help."
+              if ok else "The teacher is NOT better than a CE student: train a wider or longer one "
+              "(TEACHER_ARGS / TEACHER_EPOCHS) before the KD grid.")]
+    if not ok and args.force:
+        lines += ["", "The study went on anyway (`run.sh --force`): KD results below rest on a teacher no better than CE."]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if ok or args.force else 3
+
+
+# ---- collection ----------------------------------------------------------------------------------
+def _output_dir(root: Path, name: str) -> Path | None:
+    for parent in ("students", "models"):
+        if (root / parent / name).is_dir():
+            return root / parent / name
+    if name == "teacher":
+        return root / "models" / "teacher"
+    return None
+
+
+def _cpu_table(root: Path) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """Markdown lines of CPU time per stage and the (wall, cpu) seconds of each run."""
+    per_run: dict[str, tuple[float, float]] = {}
+    per_stage: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    path = root / "cpu_time.tsv"
+    rows = path.read_text().splitlines() if path.is_file() else []
+    for row in rows:
+        stage, name, real, user, sys_ = row.split("\t")
+        per_run[name] = (float(real), float(user) + float(sys_))
+        acc = per_stage[stage]
+        acc[0] += 1
+        acc[1] += float(real)
+        acc[2] += float(user) + float(sys_)
+    lines = ["# CPU time of the study", "", "Measured per run with bash's `time` (user + sys of the run and its "
+             "children, DataLoader workers included). Runs that ran in parallel (`--jobs`) overlap in wall time.", "",
+             "| stage | runs | wall h (sum) | CPU h |", "|---|---|---|---|"]
+    total = [0, 0.0, 0.0]
+    for stage, (n, wall, cpu) in per_stage.items():
+        lines.append(f"| {stage} | {n} | {wall / 3600:.2f} | {cpu / 3600:.2f} |")
+        total = [total[0] + n, total[1] + wall, total[2] + cpu]
+    lines.append(f"| **all** | {total[0]} | {total[1] / 3600:.2f} | **{total[2] / 3600:.2f}** |")
+    return lines, per_run
+
+
+def _reference(group: str, groups: set[str]) -> str | None:
+    """The CE group of the same student: the longest prefix P of ``group`` with ``P-ce`` present."""
+    parts = group.split("-")
+    for cut in range(len(parts) - 1, 0, -1):
+        candidate = "-".join(parts[:cut]) + "-ce"
+        if candidate in groups and candidate != group:
+            return candidate
+    return None
+
+
+def _results_table(runs: dict[str, dict]) -> list[str]:
+    """One table per trial list: mean ± 95% CI over seeds of EER and minDCF, change against CE."""
+    by_trials: dict[str, dict[str, list[tuple[int, dict]]]] = defaultdict(lambda: defaultdict(list))
+    for name, m in runs.items():
+        match = SEED.match(name)
+        group, seed = (match["group"], int(match["seed"])) if match else (name, -1)
+        by_trials[m.get("trials", "?")][group].append((seed, m))
+    lines = ["# Results (mean ± 95% t-interval over seeds)", "",
+             "Written by `studies/papers/study.py collect` (the columns of `kdcache report`; use its report when "
+             "it exists). EER in %, change against the same student with `ce`, seeds as run.", ""]
+    for trials, groups in sorted(by_trials.items()):
+        lines += [f"## Trials `{trials}`", "", "| system | seeds | EER % | minDCF(0.01) | EER vs ce | per seed EER % |",
+                  "|---|---|---|---|---|---|"]
+        means = {g: mean_ci([m["eer"] for _, m in v])[0] for g, v in groups.items()}
+        for group, items in sorted(groups.items()):
+            items.sort(key=lambda x: x[0])
+            eer, dcf = mean_ci([m["eer"] for _, m in items]), mean_ci([m["min_dcf"] for _, m in items])
+            ref = _reference(group, set(groups))
+            change = f"{100 * (eer[0] - means[ref]) / means[ref]:+.1f}%" if ref and means[ref] else ""
+            seeds = " / ".join(f"{100 * m['eer']:.2f}" for _, m in items)
+            lines.append(f"| {group} | {len(items)} | {fmt(*eer)} | {fmt(*dcf, scale=1.0, digits=3)} | {change} | {seeds} |")
+        lines.append("")
+    return lines
+
+
+def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out: Path, k_passes: int,
+            online_epochs: int) -> list[str]:
+    pattern = re.compile(r"^xvector-dkd-T2-b8-(K(?P<k>\d+)|online)-s\d+$")
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for name, m in runs.items():
+        match = pattern.match(name)
+        if match:
+            points[match["k"] or "online"].append((m["eer"], per_run.get(name, (np.nan, np.nan))[0]))
+    ks = sorted(int(k) for k in points if k != "online")
+    if not ks:
+        return []
+    lines = ["# Cached KD with K crops per utterance against online KD (dkd, beta 8, T 2; x-vector)", "",
+             f"Equal steps: K crops x {k_passes} // K epochs cached; online {online_epochs} epochs of fresh crops.", "",
+             "| K | epochs | seeds | EER % | student wall min (mean) | cache build wall min | cache CPU min |",
+             "|---|---|---|---|---|---|---|"]
+    for k in ks:
+        eers = [e for e, _ in points[str(k)]]
+        wall = np.nanmean([w for _, w in points[str(k)]]) / 60
+        build = per_run.get(f"cache-k{k}", (np.nan, np.nan))
+        lines.append(f"| {k} | {k_passes // k} | {len(eers)} | {fmt(*mean_ci(eers))} | {wall:.1f} | "
+                     f"{build[0] / 60:.1f} | {build[1] / 60:.1f} |")
+    online = [e for e, _ in points.get("online", [])]
+    if online:
+        wall = np.nanmean([w for _, w in points["online"]]) / 60
+        lines.append(f"| online | {online_epochs} | {len(online)} | {fmt(*mean_ci(online))} | {wall:.1f} | | |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    stats = [mean_ci([e for e, _ in points[str(k)]]) for k in ks]
+    ax.errorbar(ks, [100 * m for m, _ in stats], yerr=[0 if np.isnan(h) else 100 * h for _, h in stats],
+                marker="o", capsize=3, label="cached, K crops per utterance")
+    if online:
+        m, h = mean_ci(online)
+        h = 0.0 if np.isnan(h) else h
+        ax.axhspan(100 * (m - h), 100 * (m + h), color="tab:orange", alpha=0.25)
+        ax.axhline(100 * m, color="tab:orange", label="online (mean, 95% CI band)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("cached crops per utterance K (equal steps)")
+    ax.set_ylabel("EER %")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "ksweep.png", dpi=120)
+    plt.close(fig)
+    return lines + ["", "![EER against K](ksweep.png)"]
+
+
+def _speakers(runs: dict[str, dict], out: Path) -> list[str]:
+    """ENSKD (a): EER against the number of training speakers, one row per corpus (same test set)."""
+    pattern = re.compile(r"^spk(?P<n>\d+)x(?P<u>\d+)-xvector-(?P<loss>ce-own|ce|dkd-T2-b8)-s\d+$")
+    cells: dict[tuple[int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for name, m in runs.items():
+        match = pattern.match(name)
+        if match:
+            cells[(int(match["n"]), int(match["u"]))][match["loss"]].append(m["eer"])
+    if not cells:
+        return []
+    losses = ("ce-own", "ce", "dkd-T2-b8")
+    lines = ["# EER against the number of training speakers (x-vector; one test set for all corpora)", "",
+             "`ce-own`: CE in the corpus's own label space (`train-teacher --arch xvector`); `ce` and `dkd-T2-b8`: "
+             "students of the cache built by the teacher of the largest label space. EER % mean ± 95% CI (seeds).", "",
+             "| training speakers x utterances | " + " | ".join(losses) + " |", "|---|---|---|---|"]
+    for key in sorted(cells):
+        row = [fmt(*mean_ci(cells[key][loss])) + f" ({len(cells[key][loss])})" if cells[key][loss] else ""
+               for loss in losses]
+        lines.append(f"| {key[0]} x {key[1]} | " + " | ".join(row) + " |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for loss in losses:
+        keys = [k for k in sorted(cells) if cells[k][loss]]
+        if not keys:
+            continue
+        stats = [mean_ci(cells[k][loss]) for k in keys]
+        ax.errorbar([k[0] for k in keys], [100 * m for m, _ in stats],
+                    yerr=[0 if np.isnan(h) else 100 * h for _, h in stats], marker="o", capsize=3, label=loss)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([k[0] for k in sorted(cells)], [str(k[0]) for k in sorted(cells)])
+    ax.set_xlabel("training speakers (same number of utterances)")
+    ax.set_ylabel("EER %")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "speakers.png", dpi=120)
+    plt.close(fig)
+    return lines + ["", "![EER against the number of training speakers](speakers.png)"]
+
+
+def _saliency(out: Path) -> list[str]:
+    """Deletion / insertion AUCs of every saliency-eval run under OUT/saliency."""
+    lines = []
+    for path in sorted((out / "saliency").glob("*/saliency_eval.json")):
+        summary = json.loads(path.read_text())
+        if not lines:
+            lines = ["# Deletion and insertion (kdcache saliency-eval)", "",
+                     "AUC mean ± 1.96 SE over crops; lower deletion and higher insertion AUC: a more faithful map. "
+                     "Gaps: mean |curve - teacher's curve|; r: frame-saliency correlation with the teacher.", ""]
+        lines += [f"## {path.parent.name} ({len(summary['utterances'])} crops)", "",
+                  "| model | deletion AUC | insertion AUC | deletion gap | insertion gap | r |", "|---|---|---|---|---|---|"]
+        for m in summary["models"]:
+            d, i, v = m["auc_deletion"], m["auc_insertion"], m.get("vs_reference")
+            gaps = (f"{v['mean_abs_deletion_gap']:.3f} | {v['mean_abs_insertion_gap']:.3f} | "
+                    f"{v['frame_saliency_correlation']:.3f}") if v else " | | "
+            lines.append(f"| {m['label']} | {d['mean']:.3f} ± {d['ci95']:.3f} | {i['mean']:.3f} ± {i['ci95']:.3f} | {gaps} |")
+        lines += ["", f"![{path.parent.name}](saliency/{path.parent.name}/saliency_eval.png)", ""]
+    return lines
+
+
+def collect(args: argparse.Namespace) -> int:
+    root, out = Path(args.root), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cpu_lines, per_run = _cpu_table(root)
+    runs: dict[str, dict] = {}
+    for log in sorted((root / "log").glob("*/done")):
+        name = log.parent.name
+        target = out / "runs" / name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in ("settings.txt", "time.txt"):
+            if (log.parent / f).is_file():
+                shutil.copyfile(log.parent / f, target / f)
+        tail = (log.parent / "log.txt").read_text(errors="replace").replace("\r", "\n").splitlines()[-20:]
+        (target / "log_tail.txt").write_text("\n".join(line for line in tail if line.strip()) + "\n")
+        run_dir = _output_dir(root, name)
+        if run_dir is not None and (run_dir / "metrics.json").is_file():
+            shutil.copyfile(run_dir / "metrics.json", target / "metrics.json")
+            runs[name] = json.loads((run_dir / "metrics.json").read_text())
+    (out / "cpu_time.md").write_text("\n".join(cpu_lines) + "\n")
+    (out / "results.md").write_text("\n".join(_results_table(runs)) + "\n")
+    ksweep = _ksweep(runs, per_run, out, args.k_passes, args.online_epochs)
+    if ksweep:
+        (out / "ksweep.md").write_text("\n".join(ksweep) + "\n")
+    written = ["results.md", "cpu_time.md"] + (["ksweep.md"] if ksweep else [])
+    for name, lines in (("speakers.md", _speakers(runs, out)), ("saliency.md", _saliency(out))):
+        if lines:
+            (out / name).write_text("\n".join(lines) + "\n")
+            written.append(name)
+    pending = root / "pending.txt"
+    if pending.is_file():
+        shutil.copyfile(pending, out / "pending.txt")
+    print(f"collected {len(runs)} runs with metrics into {out} ({', '.join(written)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("corpus-stats")
+    p.add_argument("corpus")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=corpus_stats)
+    p = sub.add_parser("same-test-set")
+    p.add_argument("corpora", nargs="+")
+    p.set_defaults(func=same_test_set)
+    p = sub.add_parser("gate")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("ce", nargs="+")
+    p.set_defaults(func=gate)
+    p = sub.add_parser("collect")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--k-passes", type=int, default=48)
+    p.add_argument("--online-epochs", type=int, default=48)
+    p.set_defaults(func=collect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

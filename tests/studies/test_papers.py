@@ -1,0 +1,213 @@
+"""studies/papers: run.sh --dry-run lists the whole study as well-formed commands; one stage really runs,
+resumes and refuses changed settings; study.py's gate and collection give hand-computed numbers."""
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+import pytest
+
+from cli.main import main as kdcache_main
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "studies" / "papers" / "run.sh"
+LAUNCHER = [sys.executable, "-m", "cli.main"]
+
+
+def _load_study():
+    spec = importlib.util.spec_from_file_location("papers_study", REPO / "studies" / "papers" / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(args, tmp_path, extra_env=None, timeout=200):
+    env = dict(os.environ, KDCACHE=shlex.join(LAUNCHER), PYTHON=sys.executable, PYTHONPATH=str(REPO))
+    env.update(extra_env or {})
+    return subprocess.run(["bash", str(RUN), "--root", str(tmp_path / "root"), "--results", str(tmp_path / "res"),
+                           *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+def _blocks(text):
+    """[(stage, name, status, [command words...])] from the dry-run listing."""
+    blocks = []
+    for line in text.splitlines():
+        head = re.match(r"^# \[(?P<stage>[\w-]+)\] (?P<name>\S+?)(?P<rest>: .*| \(always run\))?$", line)
+        if head:
+            status = "pending" if (head["rest"] or "").startswith(": pending") else "run"
+            blocks.append((head["stage"], head["name"], status, []))
+        elif line.startswith("#pending "):
+            blocks[-1][3].append(shlex.split(line[len("#pending "):]))
+        elif line and not line.startswith("#"):
+            blocks[-1][3].append(shlex.split(line))
+    return blocks
+
+
+def _parse_kdcache(words):
+    """Parse a kdcache command line with its click command (types, choices, option names); runs nothing."""
+    cmd = kdcache_main.get_command(None, words[0])
+    rest = words[1:]
+    if isinstance(cmd, click.Group):
+        cmd, rest = cmd.get_command(None, rest[0]), rest[1:]
+    if cmd is None:
+        raise click.UsageError(f"no such command {words[0]}")
+    cmd.make_context(words[0], list(rest))
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dry")
+    result = _run(["--dry-run"], tmp)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp / "root").exists(), "a dry run must not create the study folder"
+    return _blocks(result.stdout)
+
+
+def test_dry_run_lists_the_whole_study(dry_run):
+    runs = Counter(stage for stage, _, _, _ in dry_run)
+    assert runs == {
+        "corpora": 4 + 1,            # default corpus, 3 speaker-count corpora, the test-set check
+        "teacher": 1,
+        "cache": 1,
+        "ce": 3 + 2 + 1,             # x-vector x 3 seeds, ResNet34 x 2 seeds, the teacher gate
+        "saliency-cache": 1,
+        "grid": 3 * 9 + 2 * 6,       # every other x-vector loss x 3 seeds, ResNet34 x 2 seeds
+        "speakers": 1 + 9 + 3 + 18,  # teacher, own-label-space ce, caches, ce and dkd from the caches
+        "ksweep": 4 + 10 + 2,        # caches K 1, 2, 8, 16; 5 K x 2 seeds; online x 2 seeds
+        "igsteps": 2 + 2,
+        "saliency-eval": 2,
+        "report": 17 + 2 + 4 + 3 + 5 + 1 + 1,  # comparisons, report (pending), collect
+    }
+    names = [name for _, name, _, _ in dry_run]
+    assert len(names) == len(set(names))
+    students = {name for stage, name, _, _ in dry_run if stage in ("ce", "grid")}
+    for loss in ("ce", "embedding", "kd-T2", "kd-T4", "dkd-T1-b2", "dkd-T2-b8", "mlkd", "imlkd", "kd-T2-ls",
+                 "dkd-T2-b8-ls"):
+        assert {f"xvector-{loss}-s{s}" for s in range(3)} <= students
+    for loss in ("ce", "embedding", "kd-T2", "dkd-T2-b8", "mlkd", "imlkd"):
+        assert {f"resnet34m2-{loss}-s{s}" for s in range(2)} <= students
+
+
+def test_dry_run_commands_are_well_formed(dry_run):
+    study_parser = _load_study().build_parser()
+    pending_options = {"--loss-args", "--online-teacher"}
+    checked = Counter()
+    for stage, name, status, commands in dry_run:
+        assert commands, f"{name}: no command"
+        for words in commands:
+            if words[:3] == LAUNCHER:
+                words = words[3:]
+                if status == "pending":
+                    if words[0] == "report":
+                        checked["report"] += 1
+                        continue
+                    with pytest.raises(click.UsageError, match="No such option"):
+                        _parse_kdcache(words)
+                    cut = [i for i, w in enumerate(words) if w in pending_options]
+                    assert len(cut) == 1, words
+                    if words[cut[0]] == "--online-teacher":  # online mode: no cache (this kdcache requires one)
+                        words += ["--cache", "unused"]
+                    words = words[:cut[0]] + words[cut[0] + 2:]
+                    checked["pending"] += 1
+                _parse_kdcache(words)
+                checked[words[0]] += 1
+            else:
+                assert words[0] == sys.executable and words[1].endswith("studies/papers/study.py"), words
+                study_parser.parse_args(words[2:])
+                checked["study.py"] += 1
+    from cli.main import main
+
+    present = {opt for param in main.commands["train-student"].params for opt in param.opts}
+    # logit-standardized kd and dkd x 3 seeds wait for --loss-args, online KD x 2 seeds for --online-teacher
+    assert checked["pending"] == 3 * 2 * ("--loss-args" not in present) + 2 * ("--online-teacher" not in present)
+    assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 2  # ce, grid, speakers, ksweep, online, igsteps
+    assert checked["train-teacher"] == checked["evaluate"] == 1 + 1 + 9
+    assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 2
+    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 31
+    assert checked["report"] == 1 and checked["study.py"] == 4 + 1 + 1 + 1
+
+
+def test_student_runs_save_seed_out_and_eval(dry_run):
+    for stage, name, status, commands in dry_run:
+        words = commands[0]
+        if "train-student" not in words:
+            continue
+        out = words[words.index("--out") + 1]
+        assert out.endswith(f"/students/{name}")
+        assert words[words.index("--seed") + 1] == name.rsplit("-s", 1)[1]
+        assert "--trials" in words and "--eval-data" in words and "--resume" in words
+        cache = words[words.index("--cache") + 1] if "--cache" in words else None
+        assert ("--loss" in words and words[words.index("--loss") + 1] == "imlkd") == ("-ig" in (cache or ""))
+
+
+@pytest.mark.timeout(600)  # about 30 s of CPU (7 Python starts); minutes of wall on a loaded machine
+def test_one_stage_runs_resumes_and_refuses_changed_settings(tmp_path):
+    env = {"CORPUS_ARGS": "--speakers 2 --utterances-per-speaker 2 --seconds 0.6 --test-speakers 2",
+           "SPK_CORPORA": "2x4 4x2", "SPK_TEST_OFFSET": "10", "SPK_TEST_SPEAKERS": "2", "SPK_TEST_UTTS": "2",
+           "SPK_ARGS": "--seconds 0.6"}
+    first = _run(["--stop-stage", "corpora", "--jobs", "3"], tmp_path, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "2 corpora share one test set" in first.stdout
+    root = tmp_path / "root"
+    settings = (root / "log" / "corpus-spk2x4" / "settings.txt").read_text()
+    assert settings.startswith("kdcache make-synthetic-corpus ") and "--test-speaker-offset 10" in settings
+    assert "study.py corpus-stats" in settings
+    assert (root / "log" / "corpus-spk2x4" / "command.sh").read_text().count("cli.main make-synthetic-corpus") == 1
+    stats = json.loads((root / "data" / "spk4x2" / "stats.json").read_text())
+    assert (stats["train"]["speakers"], stats["train"]["utterances"], stats["test"]["speakers"]) == (4, 8, 2)
+    tsv = [row.split("\t") for row in (root / "cpu_time.tsv").read_text().splitlines()]
+    assert sorted(row[1] for row in tsv) == ["corpus-demo", "corpus-spk2x4", "corpus-spk4x2"]
+    assert all(float(x) >= 0 for row in tsv for x in row[2:])
+    again = _run(["--stop-stage", "corpora"], tmp_path, env)
+    assert again.returncode == 0 and "start" not in again.stdout  # finished runs are skipped
+    changed = _run(["--stop-stage", "corpora"], tmp_path, dict(env, SPK_TEST_OFFSET="12"))
+    assert changed.returncode == 2 and "corpus-spk2x4: started before with other settings" in changed.stderr
+
+
+def test_gate_and_collect_by_hand(tmp_path):
+    study = _load_study()
+    root, out = tmp_path / "root", tmp_path / "res"
+    eers = {"xvector-ce-s0": 0.04, "xvector-ce-s1": 0.05, "xvector-ce-s2": 0.06,
+            "xvector-dkd-T2-b8-s0": 0.03, "xvector-dkd-T2-b8-s1": 0.02,
+            "xvector-dkd-T2-b8-K2-s0": 0.05, "xvector-dkd-T2-b8-K4-s0": 0.03, "xvector-dkd-T2-b8-K4-s1": 0.05,
+            "spk100x40-xvector-ce-own-s0": 0.10, "spk100x40-xvector-ce-own-s1": 0.12, "spk400x10-xvector-dkd-T2-b8-s0": 0.05}
+    lines = []
+    for name, eer in eers.items():
+        (root / "log" / name).mkdir(parents=True)
+        (root / "log" / name / "done").touch()
+        (root / "log" / name / "settings.txt").write_text(f"kdcache train-student ... {name}\n")
+        (root / "log" / name / "log.txt").write_text("epoch 1\rprogress\nEER line\n")
+        (root / "students" / name).mkdir(parents=True)
+        (root / "students" / name / "metrics.json").write_text(json.dumps(
+            {"eer": eer, "min_dcf": 10 * eer, "trials": "demo/test/trials.txt"}))
+        lines.append(f"grid\t{name}\t60\t100\t20")
+    (root / "cpu_time.tsv").write_text("\n".join(lines) + "\n")
+    (root / "models" / "teacher").mkdir(parents=True)
+    (root / "models" / "teacher" / "metrics.json").write_text(json.dumps({"eer": 0.045, "min_dcf": 0.3}))
+    ce = [str(root / "students" / f"xvector-ce-s{s}") for s in range(3)]
+    gate = study.main(["gate", "--teacher", str(root / "models" / "teacher"), "--out", str(out / "gate.md"), *ce])
+    assert gate == 0  # 4.50% < 5.00% mean CE
+    assert "| xvector-ce | 3 | 5.00 ± 2.48 | +0.50 |" in (out / "gate.md").read_text()  # t(2) 4.3027 * 0.01 / sqrt 3
+    (root / "models" / "teacher" / "metrics.json").write_text(json.dumps({"eer": 0.05, "min_dcf": 0.3}))
+    assert study.main(["gate", "--teacher", str(root / "models" / "teacher"), "--out", str(out / "g2.md"), *ce]) == 3
+    assert study.main(["collect", "--root", str(root), "--out", str(out), "--k-passes", "8"]) == 0
+    table = (out / "results.md").read_text()
+    # dkd: mean 2.5%, t(1) 12.7062 * sd 0.7071 / sqrt 2 = 6.35 points; change against ce 5.00%: -50%
+    assert "| xvector-dkd-T2-b8 | 2 | 2.50 ± 6.35 | 0.250 ± 0.635 | -50.0% | 3.00 / 2.00 |" in table
+    assert "| xvector-dkd-T2-b8-K2 | 1 | 5.00 | 0.500 |" in table
+    cpu = (out / "cpu_time.md").read_text()
+    assert "| grid | 11 | 0.18 | 0.37 |" in cpu  # 11 x 60 s wall, 11 x 120 s CPU
+    speakers = (out / "speakers.md").read_text()
+    assert "| 100 x 40 | 11.00 ± 12.71 (2) |  |  |" in speakers  # t(1) 12.7062 x sd 0.0141 / sqrt 2
+    assert "| 400 x 10 |  |  | 5.00 (1) |" in speakers and (out / "speakers.png").is_file()
+    ksweep = (out / "ksweep.md").read_text()
+    assert "| 4 | 2 | 2 | 4.00 ± 12.71 |" in ksweep and (out / "ksweep.png").is_file()
+    assert json.loads((out / "runs" / "xvector-ce-s1" / "metrics.json").read_text())["eer"] == 0.05
+    assert (out / "runs" / "xvector-ce-s1" / "log_tail.txt").read_text() == "epoch 1\nprogress\nEER line\n"
