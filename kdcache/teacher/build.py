@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 import kdcache
 from kdcache.cache.schema import CacheLayout
@@ -33,6 +32,7 @@ from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
 from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
+from kdcache.progress import progress_bar
 from kdcache.teacher.saliency import multi_duration_saliency
 
 
@@ -304,7 +304,7 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
     runner = TeacherRunner(model, ctx.device, cfg, duration_frames)
     labels_all = torch.from_numpy(recipe_arrays["label"])
     total_rows = sum(sl.stop - sl.start for sl in shard_slices)
-    bar = tqdm(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
+    bar = progress_bar(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
                unit="row", disable=not cfg.show_progress, mininterval=1.0, dynamic_ncols=True)
     shard_iter = iter(zip(pending, shard_slices))
     shard, sl = next(shard_iter)
