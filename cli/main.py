@@ -76,9 +76,9 @@ def main(ctx: click.Context, debug: bool, threads: int) -> None:
 
 
 def _register() -> None:
-    from cli import commands_cache, commands_data, commands_train
+    from cli import commands_cache, commands_data, commands_report, commands_train
 
-    for module in (commands_data, commands_train, commands_cache):
+    for module in (commands_data, commands_train, commands_cache, commands_report):
         for command in module.COMMANDS:
             main.add_command(command)
 
