@@ -55,12 +55,16 @@ def plot_det(curves: list[tuple[str, np.ndarray, np.ndarray]], path: str | Path,
     """One DET plot of ``(label, scores, is_target)`` systems, false-alarm on x, miss on y, both in %."""
     fig, ax = plt.subplots(figsize=(6.4, 6.0))
     colours = plt.get_cmap("tab10")
+    worst = 0.0
     for index, (label, scores, labels) in enumerate(curves):
         miss, fa = det_points(scores, labels)
+        worst = max(worst, float(np.min(np.maximum(miss, fa))))  # about the EER
         ax.plot(probit(fa), probit(miss), label=label, color=colours(index % 10), linewidth=1.4)
-    ticks = probit(np.array(DET_TICKS))
-    names = [f"{100 * t:g}" for t in DET_TICKS]
-    lo, hi = probit(DET_LIMITS[0]), probit(DET_LIMITS[1])
+    upper = DET_LIMITS[1] if worst < 0.25 else 0.95  # weak systems (a smoke run) stay in the picture
+    shown = [t for t in DET_TICKS + (0.6, 0.8, 0.9) if t <= upper]
+    ticks = probit(np.array(shown))
+    names = [f"{100 * t:g}" for t in shown]
+    lo, hi = probit(DET_LIMITS[0]), probit(upper)
     ax.plot([lo, hi], [lo, hi], color="0.7", linewidth=0.8, linestyle=":")  # EER line
     ax.set_xticks(ticks, names)
     ax.set_yticks(ticks, names)
@@ -70,7 +74,7 @@ def plot_det(curves: list[tuple[str, np.ndarray, np.ndarray]], path: str | Path,
     ax.set_ylabel("Miss rate (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, color="0.85")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

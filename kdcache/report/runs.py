@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdcache.errors import KdcacheError
+from kdcache.models import default_model_args
 from kdcache.models.checkpoint import CONFIG_FILE, ModelConfig, read_config
 
 METRICS_FILE = "metrics.json"
@@ -60,7 +61,14 @@ class RunRecord:
 
     @property
     def model_label(self) -> str:
-        args = ", ".join(f"{k} {v}" for k, v in sorted(self.model_args.items()))
+        """The architecture and the arguments that differ from WeSpeaker's defaults, e.g.
+        ``xvector (embed_dim 128, hid_dim 128, stats_dim 256)``."""
+        try:
+            defaults = default_model_args(self.arch)
+        except KdcacheError:
+            defaults = {}
+        changed = {k: v for k, v in self.model_args.items() if defaults.get(k, object()) != v}
+        args = ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))
         return f"{self.arch} ({args})" if args else self.arch
 
     def row_key(self) -> str:

@@ -70,18 +70,20 @@ def make_rows(runs: list[RunRecord]) -> list[Row]:
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(run.row_key(), []).append(run)
-    recipe_values: dict[str, set[str]] = {}
+    # recipe options are shown only where runs of one kind (students; teachers) differ in them
+    recipe_values: dict[tuple[str, str], set[str]] = {}
     for run in runs:
         for key, value in run.recipe.items():
-            recipe_values.setdefault(key, set()).add(repr(value))
-    varying = {k for k, values in recipe_values.items() if len(values) > 1}
+            recipe_values.setdefault((run.kind, key), set()).add(repr(value))
+    varying = {kind: {k for (c, k), values in recipe_values.items() if c == kind and len(values) > 1}
+               for kind in ("teacher", "student")}
     rows = []
     for members in groups.values():
         members.sort(key=lambda r: r.seed)
         first = members[0]
         eer, eer_ci = mean_ci([r.eer for r in members])
         dcf, dcf_ci = mean_ci([r.min_dcf for r in members])
-        rows.append(Row(model=first.model_label, loss=first.loss, settings=_settings_text(first, varying), runs=members,
+        rows.append(Row(model=first.model_label, loss=first.loss, settings=_settings_text(first, varying[first.kind]), runs=members,
                         eer=eer, eer_ci=eer_ci, min_dcf=dcf, min_dcf_ci=dcf_ci, kind=first.kind))
     for row in rows:
         if row.kind != "student" or row.loss == "ce":

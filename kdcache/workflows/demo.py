@@ -66,10 +66,10 @@ class DemoSettings:
     @classmethod
     def fast(cls) -> DemoSettings:
         return cls(
-            speakers=40, utterances_per_speaker=8, seconds=2.0, test_speakers=12,
-            teacher_args={"m_channels": 4, "embed_dim": 64}, teacher_epochs=3, teacher_batch=16,
+            speakers=40, utterances_per_speaker=12, seconds=2.0, test_speakers=12,
+            teacher_args={"m_channels": 4, "embed_dim": 64}, teacher_epochs=8, teacher_batch=16,
             crops_per_utt=2, student_args={"hid_dim": 64, "stats_dim": 128, "embed_dim": 64},
-            student_epochs=3, student_batch=64, students=DEMO_STUDENTS,
+            student_epochs=6, student_batch=64, students=DEMO_STUDENTS,
         )
 
     def to_json(self) -> dict[str, Any]:
