@@ -77,6 +77,12 @@ class DemoSettings:
         data["students"] = [asdict(s) for s in self.students]
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DemoSettings:
+        data = dict(data)
+        data["students"] = tuple(StudentSpec(**s) for s in data.get("students", ()))
+        return cls(**data)
+
 
 # The README's comparison: CE alone, Hinton KD and decoupled KD with beta 8 at T 2 (its best setting).
 DEMO_STUDENTS = (
@@ -241,14 +247,15 @@ def _run_student(spec: StudentSpec, paths: DemoPaths, settings: DemoSettings, sa
 
 
 def run_demo(out: str | Path, *, fast: bool = False, stage: int = 1, stop_stage: int = len(STAGES),
-             say: Callable[[str], None] = print) -> Path:
+             say: Callable[[str], None] = print, settings: DemoSettings | None = None) -> Path:
     """Run stages ``stage``..``stop_stage`` (1-based) of the demo into ``out``; returns the report folder.
-    ``say`` receives the stage lines (the stages' own progress bars go to stderr)."""
+    ``say`` receives the stage lines (the stages' own progress bars go to stderr). ``settings`` replaces
+    the presets (tests use a smaller one)."""
     if not 1 <= stage <= stop_stage <= len(STAGES):
         raise KdcacheError(f"--stage {stage} --stop-stage {stop_stage}: need 1 <= stage <= stop-stage <= {len(STAGES)}")
     out = Path(out)
-    settings = DemoSettings.fast() if fast else DemoSettings.full()
-    preset = "--fast" if fast else "full"
+    preset = "custom" if settings is not None else "--fast" if fast else "full"
+    settings = settings or (DemoSettings.fast() if fast else DemoSettings.full())
     check_out_dir(out, settings, preset)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"preset": preset, "settings": settings.to_json()}, indent=1) + "\n",
