@@ -64,3 +64,20 @@ def test_terminal_keeps_the_redrawn_tqdm_bar():
         assert type(bar) is tqdm
         bar.update(3)
     assert "\r" in screen.getvalue()
+
+
+def test_a_command_writing_to_a_file_logs_plain_lines(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    with open(log, "w") as stream:
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.main", "make-synthetic-corpus", str(tmp_path / "corpus"), "--speakers", "2",
+             "--utterances-per-speaker", "2", "--test-speakers", "2", "--seconds", "0.5"],
+            stdout=stream, stderr=stream, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
+    text = log.read_text()
+    assert result.returncode == 0, text
+    assert "\r" not in text and "synthesising: 100%" in text and "8/8" in text
