@@ -96,3 +96,28 @@ def test_nothing_to_report_is_one_line_error(tmp_path, trials):
                             capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("kdcache: error: no run to report")
+
+
+def test_cache_with_saliency_gets_fbank_ig_and_integrated_pictures(tiny_corpus, tiny_teacher, tmp_path, trials):
+    import numpy as np
+
+    from kdcache.cache.reader import TeacherCache
+    from kdcache.report.build import _saliency_rows
+    from kdcache.teacher.build import BuildConfig, build_teacher_cache
+
+    cache = tmp_path / "sal.zarr"
+    build_teacher_cache(BuildConfig(
+        data=str(tiny_corpus / "train"), teacher=str(tiny_teacher), out=str(cache), crops_per_utt=1, crop_seconds=1.0,
+        saliency=True, ig_steps=4, ig_durations=(1.0, 0.5), shard_rows=32, chunk_rows=8, batch_size=8, num_workers=0,
+        device="cpu", show_progress=False,
+    ))
+    rows = _saliency_rows(str(cache), str(tiny_corpus / "train"), 3)
+    assert len(rows) == 3
+    label, fbank, ig, integrated = rows[1]
+    assert label.startswith("row 1 (") and fbank.shape == ig.shape == integrated.shape == (100, 80)
+    np.testing.assert_allclose(ig, TeacherCache.open(cache).saliency([1])[0].mean(0), rtol=1e-6)
+    run = write_run(tmp_path / "imlkd", loss="imlkd", seed=0, eer=0.1, min_dcf=0.9, trials=trials,
+                    data=str(tiny_corpus / "train"), cache=str(cache))
+    report = build_report([run], tmp_path / "report")
+    assert (tmp_path / "report" / "saliency_1.png").read_bytes()[:4] == b"\x89PNG"
+    assert "saliency_1.png" in report.markdown_path.read_text()
