@@ -60,11 +60,12 @@ def plot_det(curves: list[tuple[str, np.ndarray, np.ndarray]], path: str | Path,
         miss, fa = det_points(scores, labels)
         worst = max(worst, float(np.min(np.maximum(miss, fa))))  # about the EER
         ax.plot(probit(fa), probit(miss), label=label, color=colours(index % 10), linewidth=1.4)
-    upper = DET_LIMITS[1] if worst < 0.25 else 0.95  # weak systems (a smoke run) stay in the picture
-    shown = [t for t in DET_TICKS + (0.6, 0.8, 0.9) if t <= upper]
+    # weak systems (a smoke run) stay in the picture on a wider range
+    lower, upper = DET_LIMITS if worst < 0.25 else (0.005, 0.95)
+    shown = [t for t in DET_TICKS + (0.6, 0.8, 0.9) if lower <= t <= upper]
     ticks = probit(np.array(shown))
     names = [f"{100 * t:g}" for t in shown]
-    lo, hi = probit(DET_LIMITS[0]), probit(upper)
+    lo, hi = probit(lower), probit(upper)
     ax.plot([lo, hi], [lo, hi], color="0.7", linewidth=0.8, linestyle=":")  # EER line
     ax.set_xticks(ticks, names)
     ax.set_yticks(ticks, names)
