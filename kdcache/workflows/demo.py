@@ -67,7 +67,7 @@ class DemoSettings:
     def fast(cls) -> DemoSettings:
         return cls(
             speakers=40, utterances_per_speaker=12, seconds=2.0, test_speakers=12,
-            teacher_args={"m_channels": 4, "embed_dim": 64}, teacher_epochs=8, teacher_batch=8,
+            teacher_args={"m_channels": 4, "embed_dim": 64}, teacher_epochs=6, teacher_batch=16,
             crops_per_utt=2, student_args={"hid_dim": 64, "stats_dim": 128, "embed_dim": 64},
             student_epochs=6, student_batch=64, students=DEMO_STUDENTS,
         )
