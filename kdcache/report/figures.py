@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kdcache.errors import KdcacheError  # noqa: E402
 from kdcache.evaluate.metrics import det_curve  # noqa: E402
@@ -112,6 +113,7 @@ def plot_training_curves(runs: list[tuple[str, list[dict]]], path: str | Path, t
                 ax.plot(xs, ys, marker="o", markersize=3, label=label, color=colours(index % 10))
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, color="0.9")
     for ax in list(axes.flat)[len(terms):]:
         ax.axis("off")
