@@ -160,11 +160,12 @@ def cache_pull_cmd(url: str, dest: Path, workers: int, progress: bool) -> None:
     from tqdm import tqdm
 
     from kdcache.cache.pull import check_pull, pull_cache
+    from kdcache.progress import progress_bar
 
     bars: list[tqdm] = []
 
     def on_total(total: int) -> None:  # the bar starts once the source is open and its files are sized
-        bars.append(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pull",
+        bars.append(progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pull",
                          disable=not progress, mininterval=0.5, dynamic_ncols=True))
 
     try:

@@ -34,12 +34,11 @@ def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: 
     OUT/test/{wav.scp,utt2spk,trials.txt} held-out speakers, VoxCeleb-format trials
     OUT/noise/*.wav, OUT/rir/*.wav        small MUSAN/RIRS-like augmentation sets
     """
-    from tqdm import tqdm
-
     from kdcache.data.synthetic import make_synthetic_corpus
+    from kdcache.progress import progress_bar
 
     total = speakers * utterances_per_speaker + test_speakers * (test_utterances_per_speaker or utterances_per_speaker)
-    with tqdm(total=total, desc="synthesising", unit="utt", mininterval=1.0) as bar:
+    with progress_bar(total=total, desc="synthesising", unit="utt", mininterval=1.0) as bar:
         make_synthetic_corpus(
             out, speakers=speakers, utterances_per_speaker=utterances_per_speaker, seconds=seconds,
             test_speakers=test_speakers, seed=seed, progress=bar.update,

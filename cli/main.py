@@ -76,10 +76,11 @@ def main(ctx: click.Context, debug: bool, threads: int) -> None:
 
 
 def _register() -> None:
-    from cli import (commands_cache, commands_data, commands_model, commands_study, commands_train,
-                     commands_voxceleb)
+    from cli import (commands_cache, commands_data, commands_model, commands_report, commands_study,
+                     commands_train, commands_voxceleb)
 
-    for module in (commands_data, commands_train, commands_cache, commands_model, commands_voxceleb, commands_study):
+    for module in (commands_data, commands_train, commands_cache, commands_model, commands_voxceleb, commands_report,
+                   commands_study):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import kdcache
 
 # bottom first; a module may import its own layer and any layer below it
-LAYERS = ["", "data", "models", "cache", "distill", "teacher", "evaluate", "train"]
+LAYERS = ["", "data", "models", "cache", "distill", "teacher", "evaluate", "train", "report", "workflows"]
 UNRELATED = {("cache", "distill"), ("distill", "cache")}  # same height, never import each other
 
 

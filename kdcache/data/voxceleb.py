@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import soundfile as sf
-from tqdm import tqdm
 
 from kdcache.data.corpus import audio_info
 from kdcache.data.m4a import convert_m4a
 from kdcache.data.trials import Trial, read_trials, write_trials
 from kdcache.errors import KdcacheError
+from kdcache.progress import progress_bar
 
 SPEAKER_ID = re.compile(r"^id\d{5}$")
 _AUDIO = (".wav", ".flac", ".m4a", ".aac", ".mp3", ".ogg", ".opus")
@@ -117,7 +117,7 @@ def _list_augment(root: Path, parts: Sequence[str], what: str, show_progress: bo
                     found[p.relative_to(root).as_posix()] = p
     if not found:
         raise KdcacheError(f"{root}: no .wav files in the {what} folder(s) {', '.join(parts)}")
-    for name, p in tqdm(found.items(), desc=f"checking {what}", unit="file", disable=not show_progress,
+    for name, p in progress_bar(found.items(), desc=f"checking {what}", unit="file", disable=not show_progress,
                         mininterval=1.0):
         try:
             info = sf.info(str(p))
@@ -201,7 +201,7 @@ def cohort_subset(ids: Sequence[str], per_speaker: int) -> list[str]:
 def _convert_all(jobs: list[tuple[Path, Path]], workers: int, show_progress: bool) -> list[Path]:
     """Convert (src, dst) pairs; returns the files written. On an error, removes them and re-raises."""
     written: list[Path] = []
-    bar = tqdm(total=len(jobs), desc="m4a -> 16 kHz", unit="utt", disable=not show_progress, mininterval=1.0)
+    bar = progress_bar(total=len(jobs), desc="m4a -> 16 kHz", unit="utt", disable=not show_progress, mininterval=1.0)
     try:
         if workers <= 1:
             for src, dst in jobs:
@@ -258,7 +258,7 @@ def prepare_voxceleb(cfg: PrepareConfig) -> dict[str, Any]:
     # 1. Check everything; nothing is written before this is done.
     vox1_tree, vox1_ids = find_tree(vox1_root, ("wav",), ".wav", "VoxCeleb1")
     vox2_tree, vox2_src = find_tree(vox2_root, ("aac", "dev/aac"), ".m4a", "VoxCeleb2-dev")
-    for utt in tqdm(vox1_ids, desc="checking VoxCeleb1", unit="utt", disable=not cfg.show_progress, mininterval=1.0):
+    for utt in progress_bar(vox1_ids, desc="checking VoxCeleb1", unit="utt", disable=not cfg.show_progress, mininterval=1.0):
         audio_info(vox1_tree / utt)
     trials_dir = Path(cfg.trials_dir) if cfg.trials_dir else vox1_root
     if not trials_dir.is_dir():

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from kdcache.data.audio import read_audio
 from kdcache.data.corpus import Corpus
 from kdcache.data.features import FeatureConfig, compute_fbank
+from kdcache.progress import progress_bar
 
 
 @torch.inference_mode()
@@ -35,7 +35,7 @@ def extract_embeddings(
     for position, utt_id in enumerate(ids):
         by_length[corpus.by_id(utt_id).num_samples].append(position)
     out: list[torch.Tensor | None] = [None] * len(ids)
-    bar = tqdm(total=len(ids), desc="embeddings", unit="utt", disable=not show_progress, mininterval=1.0)
+    bar = progress_bar(total=len(ids), desc="embeddings", unit="utt", disable=not show_progress, mininterval=1.0)
     for positions in by_length.values():
         for begin in range(0, len(positions), batch_size):
             chunk = positions[begin:begin + batch_size]

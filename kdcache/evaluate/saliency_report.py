@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kdcache.data.audio import read_crop
 from kdcache.data.corpus import load_corpus
@@ -24,6 +23,7 @@ from kdcache.data.features import FeatureConfig, compute_fbank
 from kdcache.errors import KdcacheError
 from kdcache.evaluate.saliency_eval import FRAME_SCORES, saliency_curves
 from kdcache.models.checkpoint import load_model_dir
+from kdcache.progress import progress_bar
 from kdcache.teacher.saliency import TargetLogit
 
 JSON_FILE = "saliency_eval.json"
@@ -90,7 +90,7 @@ def _model_curves(model_dir: str, utterances: list, cfg: SaliencyEvalConfig) -> 
     logits_fn = TargetLogit(model)
     parts: list[dict[str, np.ndarray]] = []
     batches = range(0, len(utterances), cfg.batch_size)
-    for begin in tqdm(batches, desc=f"saliency-eval {Path(model_dir).name}", unit="batch",
+    for begin in progress_bar(batches, desc=f"saliency-eval {Path(model_dir).name}", unit="batch",
                       disable=not cfg.show_progress, mininterval=1.0):
         chunk = utterances[begin:begin + cfg.batch_size]
         feats = torch.stack([centre_crop_fbank(u.path, num_samples, features) for u in chunk]).to(device)

@@ -22,6 +22,14 @@ from kdcache.models.checkpoint import load_model_dir
 SCORE_NORMS = ("none", "asnorm")
 
 
+
+def scores_name(metrics_path: str | Path) -> str:
+    """File name of the per-trial scores beside a metrics file: ``scores.txt`` beside ``metrics.json``,
+    ``NAME.scores.txt`` beside any other ``NAME.json``."""
+    stem = Path(metrics_path).stem
+    return "scores.txt" if stem == "metrics" else f"{stem}.scores.txt"
+
+
 @dataclass
 class EvalConfig:
     model: str
@@ -75,7 +83,7 @@ def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
     )
     labels = np.array([t.target for t in trials], dtype=bool)
     scores_np = scores.double().numpy()
-    return {
+    metrics = TrialMetrics({
         "eer": float(compute_eer(scores_np, labels)),
         "min_dcf": float(compute_min_dcf(scores_np, labels, p_target=0.01)),
         "p_target": 0.01,
@@ -86,9 +94,26 @@ def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
         "trials": str(cfg.trials),
         "arch": config.arch,
         "cache_fingerprint": config.extra.get("cache_fingerprint"),
-    }
+    })
+    metrics.trial_scores = [(t.enroll, t.test, float(s), t.target) for t, s in zip(trials, scores_np)]
+    return metrics
+
+
+class TrialMetrics(dict):
+    """The metrics dict of :func:`evaluate_model`, carrying ``trial_scores``: ``(enroll, test, score,
+    is_target)`` per trial, which :func:`write_metrics` saves next to the JSON."""
+
+    trial_scores: list[tuple[str, str, float, bool]] | None = None
 
 
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
+    """Write ``metrics`` as JSON to ``path``; per-trial scores, when ``metrics`` carries them, go to
+    ``scores.txt`` beside it (:func:`scores_name`) in WeSpeaker's format (``enroll test score target|nontarget`` per line)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    trial_scores = getattr(metrics, "trial_scores", None)
+    if trial_scores is not None:
+        name = scores_name(path)
+        metrics = {**metrics, "scores": name}
+        lines = (f"{e} {t} {s:.7f} {'target' if y else 'nontarget'}\n" for e, t, s, y in trial_scores)
+        Path(path).with_name(name).write_text("".join(lines), encoding="utf-8")
     Path(path).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")

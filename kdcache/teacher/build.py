@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 import kdcache
 from kdcache.cache.schema import LOGITS_MODES, CacheLayout
@@ -32,6 +31,7 @@ from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
 from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
+from kdcache.progress import progress_bar
 from kdcache.teacher.saliency import multi_duration_saliency
 from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate
 
@@ -259,7 +259,7 @@ def _run_shards(cfg: BuildConfig, ctx: DistContext, model: torch.nn.Module, writ
     loop = ShardLoop(writer, TeacherRunner(model, ctx.device, cfg, duration_frames),
                      torch.from_numpy(recipe_arrays["label"]), cfg.skip_bad_audio)
     total_rows = sum(sl.stop - sl.start for sl in shard_slices)
-    bar = tqdm(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
+    bar = progress_bar(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
                unit="row", disable=not cfg.show_progress, mininterval=1.0, dynamic_ncols=True)
     try:
         loop.run(loader, pending, bar.update)

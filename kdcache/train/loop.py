@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from kdcache.distributed import DistContext, all_reduce_mean
 from kdcache.errors import KdcacheError
 from kdcache.models.projection import ArcMarginProduct, MarginScheduler
+from kdcache.progress import progress_bar
 
 CHECKPOINT_NAME = "last.pt"
 LOG_NAME = "train_log.jsonl"
@@ -217,7 +217,7 @@ def fit(
         sums: dict[str, float] = defaultdict(float)
         count = 0
         started = time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             total=batches_per_epoch,
             desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
             disable=not (show_progress and ctx.is_main),
