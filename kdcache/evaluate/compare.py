@@ -26,18 +26,12 @@ import numpy as np
 
 from kdcache.errors import KdcacheError
 from kdcache.evaluate.metrics import compute_eer
+from kdcache.evaluate.stats import t_quantile
 
 __all__ = ["ScoreList", "read_scores", "align", "voxceleb_speaker", "trial_weights", "speaker_bootstrap",
            "t_quantile_975", "seed_interval", "find_score_file", "run_seed", "compare_runs"]
 
 _LABELS = {"target": True, "nontarget": False}
-
-# Two-sided 95% Student t quantiles t_{0.975, df} for df = 1..30 (standard tables).
-_T975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423]
-_T975_TAIL = [(40, 2.0211), (60, 2.0003), (120, 1.9799), (math.inf, 1.95996)]
-
 
 @dataclass(frozen=True)
 class ScoreList:
@@ -169,22 +163,11 @@ def speaker_bootstrap(
 
 
 def t_quantile_975(df: float) -> float:
-    """t_{0.975, df}: the table for whole df up to 30, linear in 1/df beyond (exact at 40, 60, 120, inf).
-
-    A fractional df (Welch) is rounded down, which widens the interval slightly.
-    """
+    """t_{0.975, df} (:func:`kdcache.evaluate.stats.t_quantile`); a fractional df (Welch) is rounded down,
+    which widens the interval slightly."""
     if not df >= 1:
         raise KdcacheError(f"t-interval: need at least 1 degree of freedom, got {df}")
-    if df < 31:
-        return _T975[int(math.floor(df)) - 1]
-    lo_df, lo_t = 30, _T975[-1]
-    for hi_df, hi_t in _T975_TAIL:
-        if df <= hi_df:
-            if hi_df == math.inf:
-                return lo_t + (hi_t - lo_t) * (1 / lo_df - 1 / df) / (1 / lo_df)
-            return lo_t + (hi_t - lo_t) * (1 / lo_df - 1 / df) / (1 / lo_df - 1 / hi_df)
-        lo_df, lo_t = hi_df, hi_t
-    return _T975_TAIL[-1][1]
+    return t_quantile(0.975, int(math.floor(min(df, 1e9))))
 
 
 def seed_interval(eers_a: Sequence[float], eers_b: Sequence[float],

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdcache.report.runs import RunRecord, format_setting
-from kdcache.report.stats import mean_ci
+from kdcache.evaluate.stats import mean_ci
 
 
 @dataclass

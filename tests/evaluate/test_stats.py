@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kdcache.report.stats import mean_ci, t_quantile
+from kdcache.evaluate.stats import mean_ci, t_quantile
 
 
 @pytest.mark.parametrize("df, table_value", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042)])
