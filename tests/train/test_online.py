@@ -101,6 +101,10 @@ def test_online_teacher_fields_are_the_teacher_on_the_batchs_own_crops(tiny_corp
     assert set(by_embedding) == {"feats", "label", "teacher_embedding"}
     assert torch.equal(by_embedding["feats"], feats)
     assert torch.allclose(by_embedding["teacher_embedding"], emb, atol=1e-5)
+    # usable in the student's graph (an inference-mode tensor cannot be saved for backward)
+    assert not batch["teacher_logits"].is_inference()
+    student = torch.zeros_like(logits, requires_grad=True)
+    (student * batch["teacher_logits"]).sum().backward()
     # fresh crops every epoch: the same slots hold other crops in epoch 1
     again = next(iter(src.batches(1, 0, torch.device("cpu"))))
     assert not torch.equal(again["feats"], batch["feats"])
