@@ -23,6 +23,7 @@ from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import load_model_dir, read_config, sha256_file
 from kdcache.teacher.build import BuildConfig, build_teacher_cache
 from kdcache.train.online import OnlineTeacherSource
+from kdcache.train.sources import CacheSource
 
 STUDENT = '{"hid_dim": 16, "stats_dim": 32, "embed_dim": 16}'
 CPU = DistContext(device=torch.device("cpu"))
@@ -138,6 +139,11 @@ def test_online_fields_match_the_cache_built_on_the_same_crops(tiny_corpus, tiny
     assert online["teacher_weights_sha256"] == sha256_file(tiny_teacher / "model.pt")
     assert src.fingerprint == cache_fingerprint(src.settings) != cache_fingerprint(cache.settings)
     assert source(data, tiny_teacher, crops_per_utt=3).fingerprint != src.fingerprint
+    # equal steps: an epoch online with --crops-per-utt K has the batches of an epoch of a cache built with K
+    for batch_size in (8, 16, 24):
+        cached = CacheSource(str(cache_path), str(data), batch_size=batch_size)
+        cached.prepare(methods.get("dkd"))
+        assert len(cached) == len(source(data, tiny_teacher, crops_per_utt=1, batch_size=batch_size)) == 32 // batch_size
 
 
 @pytest.mark.parametrize("args, message", [
