@@ -128,7 +128,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
                    "has the steps of a cache built with --crops-per-utt K.")
 @click.option("--allow-unknown-speakers", is_flag=True,
               help="--online-teacher only: train on corpus speakers the teacher never saw (label -1), as the build.")
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it).")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it); with --online-teacher, the corpus to crop.")
 @click.option("--student", default="xvector", show_default=True,
               help="xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024 or campplus.")
 @click.option("--model-args", default="{}", show_default=True, help="JSON of student architecture arguments (narrow CPU variants).")

@@ -74,8 +74,8 @@ class OnlineTeacherSource:
         for name in method.reads:
             if name not in self.fields:
                 raise KdcacheError(
-                    f"--online-teacher: --loss {method.name} reads {name}, which would need integrated gradients "
-                    "on every step (about ig_steps teacher passes per crop); train it from a cache built with --saliency"
+                    f"--online-teacher: --loss {method.name} reads {name}, which would need integrated gradients on "
+                    "every step (about ig_steps teacher passes per crop); train it from a cache built with --saliency"
                 )
         self.reads = tuple(method.reads)
         self.model, self.tconf = load_model_dir(self.teacher_dir, map_location=self.ctx.device)

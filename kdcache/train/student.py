@@ -162,7 +162,8 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     fingerprint = source.fingerprint
     if ctx.is_main:
         training = {k: v for k, v in asdict(cfg).items() if k not in ("augment", "show_progress")}
-        extra = {"cache_fingerprint": fingerprint, **source.provenance, "training": training | {"loss_options": options}}
+        extra = {"cache_fingerprint": fingerprint, **source.provenance,
+                 "training": training | {"loss_options": options}}
         if num_avg > 1:  # the student and its head; the method's own modules stay the last epoch's
             averaged = average_into(model, Path(cfg.out) / "checkpoints", num_avg)
             extra["averaged"] = {"epochs": averaged, "num": len(averaged)}
