@@ -194,6 +194,8 @@ def train_student_cmd(cache, online_teacher, crop_seconds, crops_per_utt, allow_
     if cache is not None and (crop_seconds is not None or crops_per_utt is not None or allow_unknown_speakers):
         raise KdcacheError("--crop-seconds, --crops-per-utt and --allow-unknown-speakers go with --online-teacher; "
                            "a cache's crops were fixed when it was built")
+    if online_teacher is not None and (verify_inputs or allow_incomplete):
+        raise KdcacheError("--verify-inputs and --allow-incomplete go with --cache; --online-teacher reads no cache")
     if (trials is None) != (eval_data is None):
         raise KdcacheError("--trials and --eval-data go together")
     if trials is not None and not Path(trials).is_file():
@@ -221,6 +223,7 @@ def train_student_cmd(cache, online_teacher, crop_seconds, crops_per_utt, allow_
 
         metrics = evaluate_model(EvalConfig(model=str(out), data=str(eval_data), trials=str(trials)))
         metrics["cache_fingerprint"] = result["cache_fingerprint"]
+        metrics["teacher_source"] = source  # "cache" or "online teacher"
         metrics["loss"] = loss
         write_metrics(metrics, Path(out) / "metrics.json")
         click.echo(f"EER {100 * metrics['eer']:.2f}%  minDCF(0.01) {metrics['min_dcf']:.4f}  -> {Path(out) / 'metrics.json'}")

@@ -66,7 +66,7 @@ def test_an_online_dkd_student_trains_end_to_end_through_the_cli(tiny_corpus, ti
     assert config.extra["training"]["online_teacher"] == str(tiny_teacher)
     assert (out / "cache_fingerprint.txt").read_text().strip() == config.extra["cache_fingerprint"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["eer"] <= 1.0
+    assert 0.0 <= metrics["eer"] <= 1.0 and metrics["teacher_source"] == "online teacher"
 
 
 def test_online_teacher_fields_are_the_teacher_on_the_batchs_own_crops(tiny_corpus, tiny_teacher):
@@ -150,6 +150,7 @@ def test_online_fields_match_the_cache_built_on_the_same_crops(tiny_corpus, tiny
     ([], "give exactly one of --cache CACHE and --online-teacher DIR"),
     (["--cache", "c.zarr", "--online-teacher", "t"], "give exactly one of --cache CACHE and --online-teacher DIR"),
     (["--cache", "c.zarr", "--crops-per-utt", "4"], "go with --online-teacher"),
+    (["--online-teacher", "t", "--verify-inputs", "4"], "go with --cache; --online-teacher reads no cache"),
 ])
 def test_cache_or_online_teacher_exactly_one(tmp_path, args, message):
     result = run("train-student", *args, "--data", tmp_path, "--out", tmp_path / "o")
