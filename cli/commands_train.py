@@ -117,8 +117,18 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 @click.command("train-student", cls=MethodsHelpCommand)
 @config_option
-@click.option("--cache", required=True, help="Teacher cache: a path, file://, http(s):// or s3:// URL.")
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it).")
+@click.option("--cache", default=None, help="Teacher cache: a path, file://, http(s):// or s3:// URL.")
+@click.option("--online-teacher", default=None, type=click.Path(path_type=Path),
+              help="Instead of --cache: a teacher model directory, run in memory on each batch's fresh random "
+                   "crops (online KD, for comparison with the cache; docs/online.md).")
+@click.option("--crop-seconds", default=None, type=click.FloatRange(0.1),
+              help="--online-teacher only: random crop length [default: 2.0, as build-teacher-cache].")
+@click.option("--crops-per-utt", default=None, type=click.IntRange(1),
+              help="--online-teacher only: fresh crops of each utterance per epoch [default: 1]; with K, an epoch "
+                   "has the steps of a cache built with --crops-per-utt K.")
+@click.option("--allow-unknown-speakers", is_flag=True,
+              help="--online-teacher only: train on corpus speakers the teacher never saw (label -1), as the build.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="The corpus the cache was built from (crops are replayed from it); with --online-teacher, the corpus to crop.")
 @click.option("--student", default="xvector", show_default=True,
               help="xvector, resnet34, resnet293, ecapa_c512, ecapa_c1024 or campplus.")
 @click.option("--model-args", default="{}", show_default=True, help="JSON of student architecture arguments (narrow CPU variants).")
@@ -163,12 +173,14 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @device_option()
-def train_student_cmd(cache, data, student, model_args, loss, loss_args, out, epochs, batch_size, lr, final_lr, margin,
+def train_student_cmd(cache, online_teacher, crop_seconds, crops_per_utt, allow_unknown_speakers, data, student, model_args, loss, loss_args, out, epochs, batch_size, lr, final_lr, margin,
                       margin_start_epoch, margin_full_epoch, grad_clip, num_avg, kd_weight, temperature, alpha,
                       beta, kd_warmup_epochs, teacher_margin, temperatures, eta, embedding_weight, verify_inputs,
                       allow_incomplete, trials, eval_data, seed, augment_noise, augment_reverb, augment_prob, num_workers,
                       resume, device) -> None:
-    """Train a student against a teacher cache; the teacher itself is never loaded.
+    """Train a student against a teacher cache; the teacher itself is never loaded. (With
+    --online-teacher DIR instead of --cache, the teacher runs on each batch's fresh crops: online KD,
+    for comparison with the cache.)
 
     \b
     Example (NSKD / decoupled KD with beta 8):
@@ -177,12 +189,22 @@ def train_student_cmd(cache, data, student, model_args, loss, loss_args, out, ep
     """
     from kdcache.train.student import StudentTrainConfig, train_student
 
+    if (cache is None) == (online_teacher is None):
+        raise KdcacheError("give exactly one of --cache CACHE and --online-teacher DIR")
+    if cache is not None and (crop_seconds is not None or crops_per_utt is not None or allow_unknown_speakers):
+        raise KdcacheError("--crop-seconds, --crops-per-utt and --allow-unknown-speakers go with --online-teacher; "
+                           "a cache's crops were fixed when it was built")
+    if online_teacher is not None and (verify_inputs or allow_incomplete):
+        raise KdcacheError("--verify-inputs and --allow-incomplete go with --cache; --online-teacher reads no cache")
     if (trials is None) != (eval_data is None):
         raise KdcacheError("--trials and --eval-data go together")
     if trials is not None and not Path(trials).is_file():
         raise KdcacheError(f"{trials}: trial list not found")
+    online = {} if online_teacher is None else {
+        "online_teacher": str(online_teacher), "crop_seconds": 2.0 if crop_seconds is None else crop_seconds,
+        "crops_per_utt": crops_per_utt or 1, "allow_unknown_speakers": allow_unknown_speakers}
     result = train_student(StudentTrainConfig(
-        cache=str(cache), data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
+        cache=None if cache is None else str(cache), **online, data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
         epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin,
         margin_start_epoch=margin_start_epoch, margin_full_epoch=margin_full_epoch, grad_clip=grad_clip,
         num_workers=num_workers, device=device, seed=seed, resume=resume, kd_weight=kd_weight, temperature=temperature,
@@ -194,12 +216,14 @@ def train_student_cmd(cache, data, student, model_args, loss, loss_args, out, ep
         augment=augment_config(augment_noise, augment_reverb, augment_prob), num_avg=num_avg,
     ))
     save_settings_next_to(Path(out) / RESOLVED_NAME)
-    click.echo(f"student written to {out} (cache fingerprint {result['cache_fingerprint'][:16]})")
+    source = "online teacher" if online_teacher is not None else "cache"
+    click.echo(f"student written to {out} ({source} fingerprint {result['cache_fingerprint'][:16]})")
     if trials is not None and int(os.environ.get("RANK", "0")) == 0:
         from kdcache.evaluate.verification import EvalConfig, evaluate_model, write_metrics
 
         metrics = evaluate_model(EvalConfig(model=str(out), data=str(eval_data), trials=str(trials)))
         metrics["cache_fingerprint"] = result["cache_fingerprint"]
+        metrics["teacher_source"] = source  # "cache" or "online teacher"
         metrics["loss"] = loss
         write_metrics(metrics, Path(out) / "metrics.json")
         click.echo(f"EER {100 * metrics['eer']:.2f}%  minDCF(0.01) {metrics['min_dcf']:.4f}  -> {Path(out) / 'metrics.json'}")

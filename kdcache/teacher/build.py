@@ -86,6 +86,15 @@ def teacher_labels(corpus: Corpus, teacher_speakers: list[str], allow_unknown: b
     return np.array([index.get(u.speaker, -1) for u in corpus.utterances], dtype=np.int64)
 
 
+def teacher_features(tconf: ModelConfig) -> FeatureConfig:
+    """The teacher's FeatureConfig without dither: the features both teacher and student see."""
+    features = FeatureConfig.from_dict(tconf.features)
+    if features.dither != 0.0:
+        # Dither is random noise a student could not replay: the cache path always uses none.
+        features = FeatureConfig.from_dict(features.to_dict() | {"dither": 0.0})
+    return features
+
+
 def build_attrs(cfg: BuildConfig, tconf: ModelConfig, features: FeatureConfig, plan: CropPlan,
                 corpus: Corpus, augmenter: Augmenter | None, duration_frames: list[int]) -> dict[str, Any]:
     """The provenance recorded in ``attrs["kdcache"]`` (everything that determines the arrays)."""
@@ -171,10 +180,7 @@ def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
 
 def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
     model, tconf = load_model_dir(cfg.teacher, map_location=ctx.device)
-    features = FeatureConfig.from_dict(tconf.features)
-    if features.dither != 0.0:
-        # Dither is random noise a student could not replay: the cache path always uses none.
-        features = FeatureConfig.from_dict(features.to_dict() | {"dither": 0.0})
+    features = teacher_features(tconf)
     corpus = load_corpus(cfg.data)
     labels = teacher_labels(corpus, tconf.speakers, cfg.allow_unknown_speakers)
     plan = CropPlan(cfg.crop_seconds, cfg.crops_per_utt, cfg.seed)

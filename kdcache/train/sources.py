@@ -87,6 +87,11 @@ class CacheSource:
     def fingerprint(self) -> str:
         return cache_fingerprint(self.settings)
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What the student's config records about where its teacher targets came from."""
+        return {"cache": str(self.url)}
+
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
         return len(self.sampler)

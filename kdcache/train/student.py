@@ -24,6 +24,7 @@ from kdcache.models import attach_head, build_model
 from kdcache.models.average import average_into
 from kdcache.models.checkpoint import save_trained_model
 from kdcache.train.loop import RunConfig, fit
+from kdcache.train.online import OnlineTeacherSource
 from kdcache.train.replay_checks import check_corpus_matches, verify_replayed_inputs  # noqa: F401 - as before
 from kdcache.train.sources import CacheSource
 
@@ -39,7 +40,7 @@ class StudentTrainConfig(RunConfig):
     """``loss_args``: the method's options; the alias fields (None: not given) are the same options under
     their own flags, kept so that configs and command lines written before ``--loss-args`` still work."""
 
-    cache: str
+    cache: str | None = None  # exactly one of cache and online_teacher
     data: str
     student: str
     loss: str
@@ -58,12 +59,18 @@ class StudentTrainConfig(RunConfig):
     verify_inputs: int = 0
     allow_incomplete: bool = False
     augment: AugmentConfig | None = None
+    online_teacher: str | None = None  # a teacher model directory, run on each batch (kdcache.train.online)
+    crop_seconds: float = 2.0  # online only: the random crop length
+    crops_per_utt: int = 1  # online only: random crops of each utterance per epoch
+    allow_unknown_speakers: bool = False  # online only: speakers unknown to the teacher get label -1
 
     def method_options(self) -> dict[str, Any]:
         """The checked options of ``loss`` (KdcacheError naming the flag or --loss-args key)."""
         return methods.resolve_options(self.loss, self.loss_args, {k: getattr(self, k) for k in OPTION_ALIASES})
 
     def check(self) -> None:
+        if (self.cache is None) == (self.online_teacher is None):
+            raise KdcacheError("give exactly one of --cache CACHE and --online-teacher DIR")
         if not self.lr > 0:
             raise KdcacheError(f"--lr must be positive, got {self.lr}")
         self.method_options()
@@ -108,9 +115,15 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     method_cls = methods.get(cfg.loss)
     options = cfg.method_options()
     ctx = init_distributed(cfg.device)
-    source = CacheSource(cfg.cache, cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank,
-                         world_size=ctx.world_size, augment=cfg.augment, allow_incomplete=cfg.allow_incomplete,
-                         verify_inputs=cfg.verify_inputs)
+    if cfg.online_teacher is not None:
+        source: Any = OnlineTeacherSource(
+            cfg.online_teacher, cfg.data, batch_size=cfg.batch_size, ctx=ctx, crop_seconds=cfg.crop_seconds,
+            crops_per_utt=cfg.crops_per_utt, seed=cfg.seed, augment=cfg.augment,
+            allow_unknown_speakers=cfg.allow_unknown_speakers)
+    else:
+        source = CacheSource(cfg.cache, cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, rank=ctx.rank,
+                             world_size=ctx.world_size, augment=cfg.augment, allow_incomplete=cfg.allow_incomplete,
+                             verify_inputs=cfg.verify_inputs)
     source.prepare(method_cls)
     teacher = source.teacher
 
@@ -149,7 +162,8 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     fingerprint = source.fingerprint
     if ctx.is_main:
         training = {k: v for k, v in asdict(cfg).items() if k not in ("augment", "show_progress")}
-        extra = {"cache_fingerprint": fingerprint, "cache": str(cfg.cache), "training": training | {"loss_options": options}}
+        extra = {"cache_fingerprint": fingerprint, **source.provenance,
+                 "training": training | {"loss_options": options}}
         if num_avg > 1:  # the student and its head; the method's own modules stay the last epoch's
             averaged = average_into(model, Path(cfg.out) / "checkpoints", num_avg)
             extra["averaged"] = {"epochs": averaged, "num": len(averaged)}
