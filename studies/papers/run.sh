@@ -394,7 +394,7 @@ stage_ksweep() {
   read -ra extra <<< "$ONLINE_ARGS"
   for seed in $SEEDS_K; do
     name=xvector-dkd-T2-b8-online-s$seed
-    local words=(kdcache train-student --online-teacher "$TEACHER" --data "$DEMO/train" --student xvector
+    local words=(kdcache train-student --online-teacher "$TEACHER" --crop-seconds "$CROP" --data "$DEMO/train" --student xvector
                  --model-args "$XV_ARGS" --loss dkd --temperature 2 --beta 8 --epochs "$ONLINE_EPOCHS" --batch-size 64
                  --final-lr 1e-3 --margin 0 --seed "$seed" --out "$STUDENTS/$name"
                  --trials "$DEMO/test/trials.txt" --eval-data "$DEMO/test" --resume "${extra[@]}")
