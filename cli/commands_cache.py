@@ -25,7 +25,8 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.command("build-teacher-cache")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Corpus to cache (VoxCeleb tree or wav.scp folder).")
 @click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Teacher model directory.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache to write (a .zarr folder).")
+@click.option("--out", required=True, type=str,
+              help="Cache to write: a .zarr folder, or an object-store URL such as s3://bucket/cache.zarr.")
 @click.option("--crops-per-utt", default=4, show_default=True, type=click.IntRange(1), help="Fixed crops cached per utterance.")
 @click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Crop length (2.0 s = 200 frames).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of crop starts, row order and augmentation.")
