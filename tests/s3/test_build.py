@@ -112,3 +112,43 @@ def test_bad_access_is_refused_in_one_line_before_any_teacher_work(case, s3_serv
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(key=ADMIN[0], secret=ADMIN[1], skip_instance_cache=True)
     assert not fs.exists(f"{BUCKET}/refused")  # nothing written
+
+
+def test_an_object_store_dying_mid_build_is_one_line_and_the_build_resumes_later(
+        fault_cache, tiny_corpus, tiny_teacher, tmp_path, monkeypatch):
+    import s3fs
+
+    from tests.s3_server import S3Server
+
+    server = S3Server(tmp_path / "weed").start()
+    try:
+        for key, value in server.env(ADMIN).items():
+            monkeypatch.setenv(key, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        url = f"s3://{BUCKET}/dies/cache.zarr"
+        args = build_args(tiny_corpus, tiny_teacher, url)
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        deadline = time.monotonic() + 120
+        done0 = url.removeprefix("s3://") + "/progress/done/c/0"
+        while proc.poll() is None and not fs.exists(done0) and time.monotonic() < deadline:
+            fs.invalidate_cache()
+            time.sleep(0.02)
+        server.kill()
+        killed_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 2, stderr
+        assert time.monotonic() - killed_at < 90  # retries are bounded
+        errors = [line for line in stderr.splitlines() if line.startswith("kdcache: error:")]
+        assert len(errors) == 1 and url in errors[0] and "Traceback" not in stderr, stderr
+        assert "rerun" in errors[0]
+
+        server.start()  # the store is back, with what was written before it died
+        s3fs.S3FileSystem.clear_instance_cache()
+        resumed = run_cli(*args)
+        assert resumed.code == 0, resumed.stderr
+        assert "already done" in resumed.stdout and " 0 already done" not in resumed.stdout
+        assert_same_arrays(url, fault_cache)
+    finally:
+        server.stop()
