@@ -80,3 +80,25 @@ def test_a_server_dying_mid_read_is_one_line_then_reads_resume(fault_cache, tmp_
         np.testing.assert_array_equal(again.logits(np.arange(64)), TeacherCache.open(fault_cache).logits(np.arange(64)))
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("case", ["wrong credentials", "missing bucket", "missing cache"])
+def test_reading_with_bad_access_is_one_line_naming_the_url(case, s3_cache, monkeypatch):
+    import s3fs
+
+    url = s3_cache
+    if case == "wrong credentials":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        expect = "refused the credentials"
+    elif case == "missing bucket":
+        url = "s3://no-such-bucket-kdcache/cache.zarr"
+        expect = "bucket no-such-bucket-kdcache does not exist"
+    else:
+        url = s3_cache.replace("cache.zarr", "nothing-here.zarr")
+        expect = "no kdcache cache there"
+    s3fs.S3FileSystem.clear_instance_cache()
+    for command in (("cache", "info", url), ("cache", "verify", url)):
+        result = run_cli(*command)
+        assert result.code == 2, result
+        line = one_line_error(result)
+        assert url in line and expect in line, line
