@@ -15,7 +15,9 @@ Per size and mode:
 - train-student: peak RSS (trainer process VmHWM, DataLoader worker, whole tree) over the same number
   of steps (benchmarks/memory.py's child runner: the real CLI with the block sampler cut);
 - cache info: seconds (local: it also sums the bytes of every file);
-- cache verify: rows/s (every chunk read and checksummed).
+- cache verify: rows/s (every chunk read and checksummed);
+- train-student's start-up work that grows with the corpus (N / 10 utterances): loading the corpus (one
+  audio header per utterance) and checking it against the cache's utterance table.
 
     python benchmarks/scale.py --quick              # 2k, 8k, 32k rows: a few minutes
     python benchmarks/scale.py                      # 10k, 100k, 1M rows: ~7 GB of disk
@@ -101,6 +103,7 @@ def main() -> None:
     p.add_argument("--modes", default="factorized,uint8")
     p.add_argument("--batches", type=int, default=None, help="reader batches of 256 rows per measurement")
     p.add_argument("--steps", type=int, default=None, help="train-student steps (batch 64) per size")
+    p.add_argument("--skip-train", action="store_true", help="leave out the train-student runs (the test's tiny run)")
     args = p.parse_args()
     quick = args.quick
     sizes = [int(s) for s in (args.sizes or ("2000,8000,32000" if quick else "10000,100000,1000000")).split(",")]
@@ -163,6 +166,16 @@ def main() -> None:
                 r["info_s"] = C.summary(infos[str(n)])
                 r["reader_rows_per_s"] = 256 / C.median(reads[str(n)])
                 r["reader_s_per_batch"] = C.summary(reads[str(n)])
+            for n in sizes:  # what train-student does before its first step: load the corpus, check the manifest
+                from kdcache.data.corpus import load_corpus
+                from kdcache.train.student import check_corpus_matches
+
+                t0 = time.perf_counter()
+                corpus = load_corpus(corpora[n])
+                t1 = time.perf_counter()
+                check_corpus_matches(TeacherCache.open(caches[mode, n]), corpus)
+                res[str(n)]["corpus_load_s"] = t1 - t0
+                res[str(n)]["manifest_check_s"] = time.perf_counter() - t1
             for n in sizes:
                 t0 = time.perf_counter()
                 report = verify_cache(caches[mode, n])
@@ -171,7 +184,7 @@ def main() -> None:
                 res[str(n)]["verify_s"] = secs
                 res[str(n)]["verify_rows_per_s"] = n / secs
                 print(f"{mode} {n:,}: verify {secs:.1f} s", flush=True)
-            for n in sizes:
+            for n in sizes if not args.skip_train else ():
                 out = wd / f"student-{mode}-{n}"
                 cli_args = ["--threads", str(args.threads), "train-student", "--cache", str(caches[mode, n]),
                             "--data", str(corpora[n]), "--student", "xvector", "--model-args",
@@ -190,19 +203,20 @@ def main() -> None:
         res = results[mode]
         for n in sizes:
             r = res[str(n)]
-            t = r["train"]
+            t = r.get("train") or {"main_kb": float("nan"), "worker_kb": float("nan"), "tree_peak_kb": float("nan")}
             table.append([mode, n, r["bytes"] / 2**20, r["write_rows_per_s"], r["open_s"]["median"] * 1e3,
                           r["open_and_done_s"]["median"] * 1e3, r["reader_rows_per_s"], t["main_kb"] / 1024,
                           t["worker_kb"] / 1024, t["tree_peak_kb"] / 1024, r["info_s"]["median"],
-                          r["verify_rows_per_s"]])
+                          r["verify_rows_per_s"], r["corpus_load_s"], r["manifest_check_s"]])
         a, b = res[small], res[large]
         for label, va, vb, higher_better in (
                 ("open (ms)", a["open_s"]["median"], b["open_s"]["median"], False),
                 ("open + done (ms)", a["open_and_done_s"]["median"], b["open_and_done_s"]["median"], False),
                 ("reader rows/s", a["reader_rows_per_s"], b["reader_rows_per_s"], True),
-                ("train-student peak RSS, trainer", a["train"]["main_kb"], b["train"]["main_kb"], False),
-                ("train-student peak RSS, worker", a["train"]["worker_kb"], b["train"]["worker_kb"], False),
-                ("train-student peak RSS, tree", a["train"]["tree_peak_kb"], b["train"]["tree_peak_kb"], False),
+                *((("train-student peak RSS, trainer", a["train"]["main_kb"], b["train"]["main_kb"], False),
+                   ("train-student peak RSS, worker", a["train"]["worker_kb"], b["train"]["worker_kb"], False),
+                   ("train-student peak RSS, tree", a["train"]["tree_peak_kb"], b["train"]["tree_peak_kb"], False))
+                  if "train" in a else ()),
                 ("cache info (s)", a["info_s"]["median"], b["info_s"]["median"], False)):
             ratio = vb / va
             cost = 1 / ratio if higher_better else ratio
@@ -211,7 +225,8 @@ def main() -> None:
         goals.append([mode, "verify rows/s (linear time: rows/s flat)", lin, "reported", ""])
     C.print_table("Scale (per cache size and logits mode)",
                   ["mode", "rows", "MiB", "write rows/s", "open ms", "open+done ms", "reader rows/s",
-                   "train RSS MiB", "worker RSS MiB", "tree RSS MiB", "info s", "verify rows/s"], table)
+                   "train RSS MiB", "worker RSS MiB", "tree RSS MiB", "info s", "verify rows/s", "corpus load s",
+                   "manifest check s"], table)
     C.print_table(f"Goals: {large} rows against {small} rows", ["mode", "measure", f"{large} / {small}", "goal",
                                                                   "verdict"], goals)
     try:
