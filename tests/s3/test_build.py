@@ -152,3 +152,19 @@ def test_an_object_store_dying_mid_build_is_one_line_and_the_build_resumes_later
         assert_same_arrays(url, fault_cache)
     finally:
         server.stop()
+
+
+def test_two_torchrun_ranks_write_their_own_shards_to_s3(fault_cache, tiny_corpus, tiny_teacher, s3_prefix):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"{s3_prefix}/ddp.zarr"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "-m", "cli.main", *build_args(tiny_corpus, tiny_teacher, url)],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_arrays(url, fault_cache)
