@@ -36,3 +36,22 @@ def test_train_info_verify_pull_from_s3_match_the_local_cache(fault_cache, s3_ca
     assert "4 shards verified: ok" in pull.stdout
     train(str(pulled), moved_corpus, tmp_path / "pulled")
     assert_identical(tmp_path / "local", tmp_path / "pulled")
+
+
+def test_endpoint_and_keys_from_fsspec_configuration_alone(s3_cache, s3_server):
+    """FSSPEC_S3 (fsspec's configuration from the environment) instead of the AWS_* variables."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.faults.conftest import REPO
+    from tests.s3_server import ADMIN
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["FSSPEC_S3"] = json.dumps({"key": ADMIN[0], "secret": ADMIN[1],
+                                   "client_kwargs": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}})
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    result = subprocess.run([sys.executable, "-m", "cli.main", "cache", "info", "--json", s3_cache], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["complete"]
