@@ -124,6 +124,7 @@ def test_an_object_store_dying_mid_build_is_one_line_and_the_build_resumes_later
     try:
         for key, value in server.env(ADMIN).items():
             monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # botocore's retries, fewer than its default 5: a shorter test
         s3fs.S3FileSystem.clear_instance_cache()
         url = f"s3://{BUCKET}/dies/cache.zarr"
         args = build_args(tiny_corpus, tiny_teacher, url)

@@ -54,6 +54,7 @@ def test_a_server_dying_mid_read_is_one_line_then_reads_resume(fault_cache, tmp_
     try:
         for key, value in server.env(ADMIN).items():
             monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # botocore's retries, fewer than its default 5: a shorter test
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
