@@ -97,9 +97,10 @@ class CacheSpec:
     teacher_arch: str = "xvector"
 
 
-def write_cache(path: Path, data: Path, spec: CacheSpec) -> Path:
+def write_cache(path: Path, data: Path, spec: CacheSpec, values: Any = None) -> Path:
     """Write a complete cache for the corpus at ``data`` with ``spec``, as build-teacher-cache lays it out
-    (same recipe rows, layout and provenance), filled with :func:`aam_outputs`. Returns path."""
+    (same recipe rows, layout and provenance), filled with :func:`aam_outputs` (or by
+    ``values(layout, head, labels, shard, seed)``, which returns a shard's outputs). Returns path."""
     path = Path(path)
     if (path / "zarr.json").exists():
         return path
@@ -135,7 +136,7 @@ def write_cache(path: Path, data: Path, spec: CacheSpec) -> Path:
         head=head, attrs=attrs,
     )
     for s in writer.pending_shards():
-        writer.write_shard(s, shard_values(layout, head, labels, s, spec.seed))
+        writer.write_shard(s, (values or shard_values)(layout, head, labels, s, spec.seed))
     writer.finalize()
     return path
 

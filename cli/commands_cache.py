@@ -27,7 +27,8 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @config_option
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Corpus to cache (VoxCeleb tree or wav.scp folder).")
 @click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Teacher model directory.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache to write (a .zarr folder).")
+@click.option("--out", required=True, type=str,
+              help="Cache to write: a .zarr folder, or an object-store URL such as s3://bucket/cache.zarr.")
 @click.option("--crops-per-utt", default=4, show_default=True, type=click.IntRange(1), help="Fixed crops cached per utterance.")
 @click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Crop length (2.0 s = 200 frames).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of crop starts, row order and augmentation.")
@@ -187,6 +188,45 @@ def cache_pull_cmd(url: str, dest: Path, workers: int, progress: bool) -> None:
         f"{verify.shards_checked if verify else 0} shards verified: {state}{incomplete}"
     )
     check_pull(report)
+
+
+@cache_group.command("push")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("url")
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Objects uploaded concurrently.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (bytes).")
+def cache_push_cmd(source: Path, url: str, workers: int, progress: bool) -> None:
+    """Upload the local cache SOURCE to the object store at URL (e.g. s3://bucket/cache.zarr), then read
+    every chunk back from there (crc32c). Rerun the same command to resume: objects already uploaded are
+    skipped. Until a push has finished, readers see the cache as incomplete.
+
+    \b
+    Credentials and endpoint: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, ~/.aws),
+    AWS_ENDPOINT_URL for a store other than AWS (MinIO, SeaweedFS, ...), or FSSPEC_S3 (JSON) (docs/s3.md).
+    """
+    from tqdm import tqdm
+
+    from kdcache.cache.push import push_cache
+
+    bars: list[tqdm] = []
+
+    def on_total(total: int) -> None:
+        bars.append(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="push",
+                         disable=not progress, mininterval=0.5, dynamic_ncols=True))
+
+    try:
+        report = push_cache(source, url, workers=workers, progress=lambda n: bars and bars[0].update(n),
+                            on_total=on_total)
+    finally:
+        for bar in bars:
+            bar.close()
+    incomplete = (f"; the source has {len(report.shards_not_done)} unfinished shard(s), push again once they are done"
+                  if report.shards_not_done else "")
+    checked = report.verify.shards_checked if report.verify else 0
+    click.echo(
+        f"{source} -> {url}: {report.files_uploaded} objects uploaded ({report.bytes_uploaded / 2**20:,.1f} MiB), "
+        f"{report.files_skipped} already there; {checked} shards verified in the store: ok{incomplete}"
+    )
 
 
 COMMANDS = [build_teacher_cache_cmd, cache_group]

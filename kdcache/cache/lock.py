@@ -12,6 +12,8 @@ from typing import Iterator
 
 from kdcache.errors import KdcacheError
 
+from .objectstore import is_object_url
+
 
 @contextmanager
 def build_lock(path: str | Path) -> Iterator[Path | None]:
@@ -24,6 +26,9 @@ def build_lock(path: str | Path) -> Iterator[Path | None]:
     Ranks of one torchrun build do not take it (they write disjoint shards): rank 0 holds it for them.
     Yields the lock path, or None where locking is unavailable (no fcntl, or a filesystem without locks).
     """
+    if is_object_url(path):  # an object store has no locks: ranks write disjoint objects (objectstore.py)
+        yield None
+        return
     path = Path(path)
     try:
         import fcntl

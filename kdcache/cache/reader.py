@@ -24,6 +24,7 @@ from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
 from .codecs import as_dtype, decode, factorized_logits, stored_inputs
+from .objectstore import describe_store_error
 from .schema import CacheLayout
 from .store import is_remote, open_store
 from .validation import ALLOWED_CODECS, foreign_codecs, read_done, unsafe_utterance_id
@@ -96,6 +97,8 @@ class TeacherCache:
         except ImportError as e:  # e.g. s3:// without s3fs
             raise KdcacheError(f"{self.url}: {e} (pip install 'kdcache[s3]' for s3://)") from None
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            if remote and "bucket" in str(e).lower():
+                raise KdcacheError(describe_store_error(self.url, e, "opening the cache")) from None
             raise KdcacheError(f"{self.url}: no kdcache cache there ({type(e).__name__}: {e})") from None
         except ValueError as e:
             if "onsolidated" in str(e):
@@ -108,6 +111,8 @@ class TeacherCache:
         except Exception as e:  # noqa: BLE001 - network errors of any fsspec client (aiohttp, botocore, ...)
             if not remote and not isinstance(e, OSError):
                 raise
+            if isinstance(e, PermissionError):  # credentials refused, or not allowed to read
+                raise KdcacheError(describe_store_error(self.url, e, "opening the cache")) from None
             text = one_line(e)
             raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from None
         settings = group.attrs.get(sc.ATTRS_KEY)

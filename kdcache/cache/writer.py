@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -19,13 +20,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
 
 from kdcache.errors import KdcacheError
 
 from . import schema as sc
 from .codecs import encode, quantize_uint8  # noqa: F401 - quantize_uint8 is public here too
 from .lock import build_lock  # noqa: F401 - the builder's import
+from .objectstore import CacheLocation
 from .schema import CacheLayout
 from .validation import read_done, unsafe_utterance_id
 
@@ -109,7 +110,7 @@ def _strings(values: Sequence[str]) -> np.ndarray:
 class CacheWriter:
     """Writes one kdcache (a local zarr v3 group). Use ``create`` or ``open_for_resume``."""
 
-    def __init__(self, path: Path, group: zarr.Group, settings: dict[str, Any]) -> None:
+    def __init__(self, path: Path | str, group: zarr.Group, settings: dict[str, Any]) -> None:
         self.path = path
         self._group = group
         self.settings = settings
@@ -139,7 +140,8 @@ class CacheWriter:
         head: [S, D] teacher head weights (rows are L2-normalised here), required for 'factorized';
         attrs: JSON provenance (tool version, teacher incl. 'scale', features, crop plan, ...).
         """
-        path = Path(path)
+        location = CacheLocation(path)
+        path = location.local or location.url
         S, N = layout.num_classes, layout.num_rows
         speakers = [str(s) for s in speakers]
         utt_ids = [str(u) for u in utterance_ids]
@@ -187,13 +189,13 @@ class CacheWriter:
         }
         settings.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
-        if path.exists():
-            existing = read_settings(path)
+        if location.exists():
+            existing = location.read_settings()
             if existing is None:
-                if not (path.is_dir() and not any(path.iterdir())):
+                if not location.is_empty():
                     raise KdcacheError(f"{path}: exists and is not a kdcache cache; choose another output path")
             elif overwrite or not existing.get("initialized", False):
-                shutil.rmtree(path)  # our own cache (or one whose creation was interrupted)
+                location.remove()  # our own cache (or one whose creation was interrupted)
             else:
                 diff = first_difference(existing, settings)
                 if diff is not None:
@@ -203,7 +205,7 @@ class CacheWriter:
                     )
                 return cls.open_for_resume(path)
 
-        group = zarr.open_group(LocalStore(path), mode="w")
+        group = zarr.open_group(location.store(), mode="w")
         # Mark ours first, so an interrupted creation is recognised (and redone) on the next run.
         group.attrs[sc.ATTRS_KEY] = {**settings, "initialized": False, "complete": False}
         for spec in sc.array_specs(layout, U, with_head=head is not None).values():
@@ -217,8 +219,7 @@ class CacheWriter:
             writer._array(sc.HEAD)[:] = head
         for key, (name, _) in sc.RECIPE_ARRAYS.items():
             writer._array(name)[:] = recipe[key]
-        writer._set_attrs(initialized=True, complete=False)
-        writer._consolidate()
+        writer._publish(initialized=True, complete=False)
         return writer
 
     @staticmethod
@@ -248,8 +249,9 @@ class CacheWriter:
     @classmethod
     def open_for_resume(cls, path: str | Path) -> CacheWriter:
         """Open an existing cache to write its pending shards."""
-        path = Path(path)
-        settings = read_settings(path)
+        location = CacheLocation(path)
+        path = location.local or location.url
+        settings = location.read_settings()
         if settings is None:
             raise KdcacheError(f"{path}: not a kdcache cache")
         version = settings.get("format_version")
@@ -259,7 +261,7 @@ class CacheWriter:
             )
         if not settings.get("initialized", False):
             raise KdcacheError(f"{path}: the cache's creation was interrupted; create it again")
-        group = zarr.open_group(LocalStore(path), mode="r+", use_consolidated=False)
+        group = zarr.open_group(location.store(), mode="r+", use_consolidated=False)
         return cls(path, group, settings)
 
     # ----------------------------------------------------------------- progress
@@ -347,6 +349,15 @@ class CacheWriter:
     def finalize(self) -> bool:
         """Record completeness and consolidate metadata (needed to read over HTTP). Returns complete."""
         complete = len(self.done_shards()) == self.layout.num_shards
-        self._set_attrs(complete=complete)
-        self._consolidate()
+        self._publish(complete=complete)
         return complete
+
+    def _publish(self, **updates: Any) -> None:
+        """Consolidate the members' metadata, then write the settings and the consolidated metadata in one
+        write of the root zarr.json: a reader (over s3:// or http:// it needs the consolidated metadata)
+        never finds the root without it, nor new settings before the metadata they describe."""
+        self.settings = {**self.settings, **updates}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+            consolidated = zarr.consolidate_metadata(self._group.store)
+        consolidated.attrs[sc.ATTRS_KEY] = self.settings

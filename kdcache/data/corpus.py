@@ -26,6 +26,8 @@ import soundfile as sf
 from kdcache.data.audio import unreadable_audio
 from kdcache.errors import KdcacheError, one_line
 
+from .wavheader import wav_header
+
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac")
 _ARK_OFFSET = re.compile(r"\.ark:\d+$")
@@ -152,18 +154,25 @@ def check_utterance_id(utt_id: str, where: str) -> None:
 def audio_info(path: Path, where: str | None = None) -> int:
     """Samples in a 16 kHz mono audio file; otherwise KdcacheError naming the file (and ``where``)."""
     at = f"{where}: {path}" if where else f"{path}"
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
-        raise unreadable_audio(path, e, at) from None
-    if info.samplerate != SAMPLE_RATE:
-        raise KdcacheError(f"{at}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} "
+    try:  # a plain WAV header is read directly (much faster at a million files); libsndfile for the rest
+        header = wav_header(path)
+    except OSError:
+        header = None
+    if header is None:
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, OSError) as e:  # sf.LibsndfileError is a RuntimeError
+            raise unreadable_audio(path, e, at) from None
+        header = (info.samplerate, info.channels, info.frames)
+    samplerate, channels, frames = header
+    if samplerate != SAMPLE_RATE:
+        raise KdcacheError(f"{at}: sample rate {samplerate} Hz, expected {SAMPLE_RATE} "
                            "(resample the corpus to 16 kHz)")
-    if info.channels != 1:
-        raise KdcacheError(f"{at}: {info.channels} channels, expected mono")
-    if info.frames <= 0:
+    if channels != 1:
+        raise KdcacheError(f"{at}: {channels} channels, expected mono")
+    if frames <= 0:
         raise KdcacheError(f"{at}: no samples")
-    return int(info.frames)
+    return int(frames)
 
 
 def read_table(path: Path, what: str) -> list[tuple[int, str, str]]:

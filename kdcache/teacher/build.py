@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import kdcache
+from kdcache.cache.objectstore import CacheLocation, describe_store_error, is_object_url, store_error_types
 from kdcache.cache.schema import LOGITS_MODES, CacheLayout
 from kdcache.cache.writer import CacheWriter, build_lock
 from kdcache.data.augment import AugmentConfig, Augmenter
@@ -173,9 +174,17 @@ def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
     if cfg.integrated_input not in INTEGRATED_INPUT_MODES:
         raise KdcacheError(f"--integrated-input {cfg.integrated_input}: choose {', '.join(INTEGRATED_INPUT_MODES)}")
     ctx = init_distributed(cfg.device)
+    location = CacheLocation(cfg.out)
+    if ctx.is_main:
+        location.check_writable()  # an object store that refuses writes is named before any teacher work
     # One build per cache at a time: rank 0 holds the lock for its ranks (they write disjoint shards).
     with build_lock(cfg.out) if ctx.is_main else nullcontext():
-        return _build(cfg, ctx)
+        if not location.remote:
+            return _build(cfg, ctx)
+        try:
+            return _build(cfg, ctx)
+        except store_error_types() as err:
+            raise KdcacheError(describe_store_error(cfg.out, err, "writing the cache")) from None
 
 
 def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kdcache.cache.objectstore import describe_store_error, is_object_url, store_error_types
 from kdcache.cache.schema import CacheLayout
 from kdcache.cache.writer import CacheWriter
 from kdcache.data.datasets import ReplayDataset
@@ -143,7 +144,11 @@ def _write_shard(writer: CacheWriter, shard: int, arrays: dict[str, np.ndarray])
     """Write one shard; a failing disk (full, read-only, gone) becomes one line naming the shard."""
     try:
         writer.write_shard(shard, arrays)
-    except OSError as err:
+    except store_error_types() as err:
+        if is_object_url(writer.path):
+            raise KdcacheError(describe_store_error(str(writer.path), err, f"writing shard {shard}")) from err
+        if not isinstance(err, OSError):
+            raise
         raise KdcacheError(
             f"{writer.path}: writing shard {shard} failed ({err.strerror or err}); finished shards are kept "
             "and verified on resume: fix the disk (e.g. free space) and rerun the same command"

@@ -97,3 +97,14 @@ def test_every_benchmark_has_quick_and_writes_json(script):
     (running the heavy ones is the benchmark itself, not a test)."""
     text = (BENCH / script).read_text()
     assert "C.base_parser(" in text and "C.write_json(" in text and "C.set_threads(" in text
+
+
+def test_scale_benchmark_tiny(tmp_path):
+    doc = _run("scale.py", tmp_path, "--sizes", "640,1280", "--modes", "factorized", "--batches", "2",
+               "--repeats", "1", "--skip-train")
+    res = doc["results"]["factorized"]
+    assert set(res) == {"640", "1280"}
+    for n, r in res.items():
+        assert r["verify_rows_per_s"] > 0 and r["reader_rows_per_s"] > 0 and r["bytes"] > 0
+    assert res["1280"]["bytes"] > res["640"]["bytes"]
+    assert any(g["measure"] == "reader rows/s" for g in doc["goals"])
