@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option, workers_option
+from cli.options import Count, Real, device_option, real_list, seed_option, workers_option
 from kdcache.errors import KdcacheError
 
 
@@ -23,9 +23,9 @@ def parse_model_args(text: str) -> dict:
 
 
 def margin_options(func):
-    func = click.option("--margin-full-epoch", default=None, type=click.IntRange(1),
+    func = click.option("--margin-full-epoch", default=None, type=Count(1, 100_000),
                         help="1-based epoch from which the margin is final [default: 40/150 of --epochs].")(func)
-    func = click.option("--margin-start-epoch", default=None, type=click.IntRange(1),
+    func = click.option("--margin-start-epoch", default=None, type=Count(1, 100_000),
                         help="1-based epoch where the margin ramp starts [default: 20/150 of --epochs]. Short CPU "
                              "runs learn better with the margin late, or with --margin 0.")(func)
     return func
@@ -33,14 +33,14 @@ def margin_options(func):
 
 def grad_clip_option(func):
     return click.option(
-        "--grad-clip", default=0.0, show_default=True, type=click.FloatRange(0),
+        "--grad-clip", default=0.0, show_default=True, type=Real(0, 1e6),
         help="Clip the gradients' global L2 norm to this before each step (0: no clipping). A tiny student "
              "under dkd --beta 8 can collapse to a constant in its first steps; 5 kept it training (README).",
     )(func)
 
 
 def augment_options(func):
-    func = click.option("--augment-prob", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+    func = click.option("--augment-prob", default=0.6, show_default=True, type=Real(0, 1),
                         help="Probability that a crop is augmented (reverb or noise).")(func)
     func = click.option("--augment-reverb", type=click.Path(exists=True, file_okay=False), default=None,
                         help="Folder of room impulse responses (.wav) for reverberation.")(func)
@@ -64,17 +64,17 @@ def augment_config(noise, reverb, prob):
 @click.option("--model-args", default="{}", show_default=True,
               help="JSON of architecture arguments, e.g. '{\"m_channels\": 16}' for a narrow ResNet on CPU.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model directory to write.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Random crop length (2.0 s = 200 frames).")
-@click.option("--crops-per-utt", default=1, show_default=True, type=click.IntRange(1), help="Random crops of each utterance per epoch.")
-@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="Initial learning rate.")
-@click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--epochs", default=10, show_default=True, type=Count(1, 100_000))
+@click.option("--batch-size", default=64, show_default=True, type=Count(1, 1 << 16))
+@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 600), help="Random crop length (2.0 s = 200 frames).")
+@click.option("--crops-per-utt", default=1, show_default=True, type=Count(1, 1000), help="Random crops of each utterance per epoch.")
+@click.option("--lr", default=0.1, show_default=True, type=Real(0, 100, min_open=True), help="Initial learning rate.")
+@click.option("--final-lr", default=5e-5, show_default=True, type=Real(0, 100, min_open=True),
               help="Learning rate at the end (exponential decay from --lr; WeSpeaker: 5e-5 after 150 epochs).")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Final AAM margin (ramped from 0).")
+@click.option("--margin", default=0.2, show_default=True, type=Real(0, 1.5), help="Final AAM margin (radians; ramped from 0).")
 @margin_options
 @grad_clip_option
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option()
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
@@ -97,13 +97,7 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise KdcacheError(f"{option} {text!r}: expected numbers separated by commas") from None
-    if not values:
-        raise KdcacheError(f"{option}: give at least one value")
-    return values
+    return real_list(text, option, maximum=1e3)
 
 
 @click.command("train-student")
@@ -116,34 +110,35 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
               help="ce: no KD; embedding: 1-cos(P e_s, e_t); kd: Hinton KD; dkd: decoupled KD (NSKD/ENSKD); "
                    "mlkd: instance+class+batch levels; imlkd: IML-KD on integrated inputs (cache built with --saliency).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Student model directory.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
-              help="Rows per batch: whole blocks of the cache's --chunk-rows (64) rows.")
-@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial learning rate.")
-@click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--epochs", default=10, show_default=True, type=Count(1, 100_000))
+@click.option("--batch-size", default=128, show_default=True, type=Count(1, 1 << 16),
+              help="Rows per batch: a multiple of the cache's --chunk-rows (64), or a divisor of it; "
+                   "another size is rounded down to one, with a note.")
+@click.option("--lr", default=0.1, show_default=True, type=Real(0, 100, min_open=True), help="Initial learning rate.")
+@click.option("--final-lr", default=5e-5, show_default=True, type=Real(0, 100, min_open=True),
               help="Learning rate at the end (exponential decay from --lr).")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
+@click.option("--margin", default=0.2, show_default=True, type=Real(0, 1.5), help="Student AAM margin (radians; ramped from 0).")
 @margin_options
 @grad_clip_option
-@click.option("--kd-weight", default=1.0, show_default=True, type=float, help="Weight of the embedding/kd term.")
-@click.option("--temperature", default=1.0, show_default=True, type=float, help="Temperature T of kd and dkd (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
-@click.option("--alpha", default=1.0, show_default=True, type=float, help="DKD weight of TCKD.")
-@click.option("--beta", default=2.0, show_default=True, type=float, help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
-@click.option("--kd-warmup-epochs", default=None, type=click.FloatRange(0),
+@click.option("--kd-weight", default=1.0, show_default=True, type=Real(0, 1e4), help="Weight of the embedding/kd term.")
+@click.option("--temperature", default=1.0, show_default=True, type=Real(0, 1e3, min_open=True), help="Temperature T of kd and dkd (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
+@click.option("--alpha", default=1.0, show_default=True, type=Real(0, 1e4), help="DKD weight of TCKD.")
+@click.option("--beta", default=2.0, show_default=True, type=Real(0, 1e4, min_open=True), help="DKD weight of NCKD (ENSKD: 2; mdistiller: 8).")
+@click.option("--kd-warmup-epochs", default=None, type=Real(0, 1e5),
               help="DKD weight ramps linearly per step over this many epochs, min(progress/warmup, 1) "
                    "[default: ENSKD's 20/150 of --epochs; 0: full weight from the first step].")
-@click.option("--teacher-margin", default=None, type=click.FloatRange(0),
+@click.option("--teacher-margin", default=None, type=Real(0, 1.5),
               help="AAM margin put back on the cached margin-free teacher target logit for dkd [default: the margin "
                    "the teacher was trained with, from the cache's provenance; ENSKD: 0.2].")
-@click.option("--temperatures", default="1,2,3,4,5", show_default=True, help="MLKD/IML-KD temperatures.")
-@click.option("--eta", default=1.0, show_default=True, type=float, help="IML-KD weight of the KD terms.")
-@click.option("--embedding-weight", default=1.0, show_default=True, type=float, help="IML-KD weight of ||P e_s - e_t||^2.")
-@click.option("--verify-inputs", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--temperatures", default="1,2,3,4,5", show_default=True, help="MLKD/IML-KD temperatures, each in (0, 1000].")
+@click.option("--eta", default=1.0, show_default=True, type=Real(0, 1e4, min_open=True), help="IML-KD weight of the KD terms.")
+@click.option("--embedding-weight", default=1.0, show_default=True, type=Real(0, 1e4), help="IML-KD weight of ||P e_s - e_t||^2.")
+@click.option("--verify-inputs", default=0, show_default=True, type=Count(0, 1 << 31),
               help="Recompute the input crc of N random rows and refuse to train if the corpus changed.")
 @click.option("--allow-incomplete", is_flag=True, help="Train on the finished shards of an incomplete cache.")
 @click.option("--trials", type=click.Path(path_type=Path), default=None, help="Evaluate at the end on this trial list...")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="...whose utterances are in this corpus.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option()
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")

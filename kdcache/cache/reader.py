@@ -32,6 +32,7 @@ from zarr.storage import FsspecStore, LocalStore
 from kdcache.errors import IntegrityError, KdcacheError
 
 from . import schema as sc
+from .attributes import CacheAttributes, check_array_metadata, parse_cache_attributes
 from .schema import CacheLayout
 
 Rows = slice | Sequence[int] | np.ndarray
@@ -244,19 +245,8 @@ class TeacherCache:
                 raise
             text = " ".join(str(e).split()) or type(e).__name__
             raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from None
-        settings = group.attrs.get(sc.ATTRS_KEY)
-        if not isinstance(settings, dict):
-            raise KdcacheError(f"{self.url}: a zarr group but not a kdcache cache (no attrs['{sc.ATTRS_KEY}'])")
-        version = settings.get("format_version")
-        if version != sc.FORMAT_VERSION:
-            raise KdcacheError(
-                f"{self.url}: cache format version {version} is not supported "
-                f"(this kdcache reads version {sc.FORMAT_VERSION}); upgrade kdcache or rebuild the cache"
-            )
-        if not settings.get("initialized", False):
-            raise KdcacheError(f"{self.url}: the cache's creation was interrupted; build it again")
-        self._memo["settings"] = settings
-        self._memo["layout"] = CacheLayout.from_dict(settings["layout"])
+        attributes = parse_cache_attributes(group.attrs.get(sc.ATTRS_KEY), self.url)
+        self._memo.update(settings=attributes.settings, layout=attributes.layout, attributes=attributes)
         self._group, self._pid = group, os.getpid()
         return group
 
@@ -278,13 +268,18 @@ class TeacherCache:
                 node = group[name]
             except KeyError:
                 raise IntegrityError(f"{self.url}: array {name} is missing") from None
-            assert isinstance(node, zarr.Array)
+            except (ValueError, TypeError) as bad:  # zarr's parse of a malformed array zarr.json
+                raise IntegrityError(f"{self.url}: array {name} has malformed metadata ({type(bad).__name__}: "
+                                     f"{' '.join(str(bad).split())[:200]})") from None
+            if not isinstance(node, zarr.Array):
+                raise IntegrityError(f"{self.url}: {name} is a group, expected an array")
             foreign = sorted(set(_codec_names(node.metadata.to_dict().get("codecs"))) - ALLOWED_CODECS)
             if foreign:
                 raise IntegrityError(
                     f"{self.url}: array {name} declares codec(s) {', '.join(foreign)}, which kdcache never writes; "
                     "refusing to decode it (only " + ", ".join(sorted(ALLOWED_CODECS)) + " are read)"
                 )
+            check_array_metadata(node, self._memo["specs"][name], self.url)
             arr = self._arrays[name] = node
         return arr
 
@@ -306,6 +301,12 @@ class TeacherCache:
     def layout(self) -> CacheLayout:
         self._open()
         return self._memo["layout"]
+
+    @property
+    def attributes(self) -> CacheAttributes:
+        """The checked attributes (typed layout, features, ...)."""
+        self._open()
+        return self._memo["attributes"]
 
     def __len__(self) -> int:
         return self.layout.num_rows

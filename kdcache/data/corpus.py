@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile as sf
 
+from kdcache.data.text import read_text_lines
 from kdcache.errors import KdcacheError
 
 SAMPLE_RATE = 16000
@@ -173,14 +174,8 @@ def _one_line(e: BaseException) -> str:
 
 def read_table(path: Path, what: str) -> list[tuple[int, str, str]]:
     """Lines ``<key> <value>`` of a Kaldi table as (line number, key, value); blank lines skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KdcacheError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise KdcacheError(f"{path}: cannot read {what}: {_one_line(e)}") from None
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(read_text_lines(path, what), start=1):
         parts = line.strip().split(maxsplit=1)
         if not parts:
             continue

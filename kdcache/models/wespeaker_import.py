@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kdcache.data.features import FeatureConfig
+from kdcache.data.text import read_text_lines
 from kdcache.errors import KdcacheError
 from kdcache.models import build_model, default_model_args
 from kdcache.models.checkpoint import (
@@ -19,21 +20,29 @@ from kdcache.models.checkpoint import (
 
 
 def read_speaker_list(path: Path) -> list[str]:
-    """One speaker id per line (the first field; WeSpeaker's ``spk2id`` lines are ``spk index``)."""
-    if not Path(path).is_file():
-        raise KdcacheError(f"{path}: speaker list not found")
-    speakers = []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    """Speaker ids in class-index order: one per line, either ``speaker`` (the line order is the class
+    order) or WeSpeaker's ``spk2id`` lines ``speaker index`` (the indices, 0 to n-1 once each, give the
+    order). KdcacheError naming the file and line for anything else."""
+    speakers: list[str] = []
+    indices: list[int | None] = []
+    for line_no, line in enumerate(read_text_lines(path, "speaker list"), start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) > 2:
+        if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
             raise KdcacheError(f"{path}:{line_no}: expected 'speaker' or 'speaker index', got {line.strip()!r}")
         speakers.append(fields[0])
+        indices.append(int(fields[1]) if len(fields) == 2 else None)
     if not speakers:
         raise KdcacheError(f"{path}: empty speaker list")
     if len(set(speakers)) != len(speakers):
-        raise KdcacheError(f"{path}: duplicate speaker ids")
+        duplicate = next(s for s in speakers if speakers.count(s) > 1)
+        raise KdcacheError(f"{path}: duplicate speaker id {duplicate!r}")
+    if any(i is not None for i in indices):
+        if None in indices or sorted(indices) != list(range(len(speakers))):  # type: ignore[type-var]
+            raise KdcacheError(f"{path}: the indices must number the {len(speakers)} speakers 0 to "
+                               f"{len(speakers) - 1}, once each, on every line")
+        speakers = [s for _, s in sorted(zip(indices, speakers))]  # type: ignore[arg-type]
     return speakers
 
 
@@ -50,6 +59,10 @@ def import_wespeaker(
     rows of speed 1.0 (the first ``len(speakers)``) are kept, as the other speeds are not speakers.
     """
     checkpoint = Path(checkpoint)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KdcacheError(f"{out}: exists and is not an empty folder; choose another --out (an import never "
+                           "overwrites a model)")
     state = strip_prefix(load_state_dict_file(checkpoint))
     speakers = read_speaker_list(Path(speakers_file))
     if "projection.weight" not in state:
