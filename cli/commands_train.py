@@ -159,8 +159,10 @@ def train_student_cmd(cache, data, student, model_args, loss, out, epochs, batch
 
     if (trials is None) != (eval_data is None):
         raise KdcacheError("--trials and --eval-data go together")
-    if trials is not None and not Path(trials).is_file():
-        raise KdcacheError(f"{trials}: trial list not found")
+    if trials is not None:  # before training: a bad list must not cost the epochs
+        from kdcache.evaluate.verification import check_trials
+
+        check_trials(trials, eval_data)
     result = train_student(StudentTrainConfig(
         cache=str(cache), data=str(data), student=student, loss=loss, out=str(out), model_args=parse_model_args(model_args),
         epochs=epochs, batch_size=batch_size, lr=lr, final_lr=final_lr, margin=margin,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdcache.data.features import FeatureConfig
+from kdcache.data.settings import parse_features
 from kdcache.errors import IntegrityError, KdcacheError
 from kdcache.fields import Fields
 
@@ -23,7 +24,6 @@ from .schema import CacheLayout
 
 LAYOUT_FIELDS = ("num_rows", "num_classes", "embed_dim", "logits_mode", "saliency_shape", "integrated",
                  "shard_rows", "chunk_rows")
-FEATURE_FIELDS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms", "window_type", "dither", "cmn")
 _MAX_ROWS = 1 << 40
 _MAX_DIM = 1 << 24
 
@@ -107,30 +107,6 @@ def parse_layout(fields: Fields) -> CacheLayout:
     return CacheLayout(num_rows=num_rows, num_classes=num_classes, embed_dim=embed_dim, logits_mode=mode,
                        saliency_shape=tuple(shape) if shape is not None else None, integrated=integrated,
                        shard_rows=shard_rows, chunk_rows=chunk_rows)
-
-
-def parse_features(fields: Fields) -> FeatureConfig:
-    """A recorded fbank config (cache attributes or a model's config.json) -> FeatureConfig."""
-    fields.only(FEATURE_FIELDS)
-    defaults = FeatureConfig()
-    values = {
-        "sample_rate": fields.integer("sample_rate", 1000, 384_000, default=defaults.sample_rate),
-        "num_mel_bins": fields.integer("num_mel_bins", 1, 1024, default=defaults.num_mel_bins),
-        "frame_length_ms": fields.number("frame_length_ms", 0, 1000, min_open=True, default=defaults.frame_length_ms),
-        "frame_shift_ms": fields.number("frame_shift_ms", 0, 1000, min_open=True, default=defaults.frame_shift_ms),
-        "window_type": fields.string("window_type", choices=("hamming", "hanning", "povey", "rectangular", "blackman"),
-                                     default=defaults.window_type),
-        "dither": fields.number("dither", 0, 1e4, default=defaults.dither),
-        "cmn": fields.boolean("cmn", default=defaults.cmn),
-    }
-    try:
-        config = FeatureConfig(**values)
-    except KdcacheError as bad:
-        fields.fail(f"{fields.where}: {bad}")
-    if config.window_size < 2 or config.window_shift < 1:
-        fields.fail(f"{fields.where}: a frame of {config.frame_length_ms} ms every {config.frame_shift_ms} ms "
-                    f"at {config.sample_rate} Hz holds no samples")
-    return config
 
 
 def _check_teacher(teacher: Fields | None, layout: CacheLayout) -> None:

@@ -313,8 +313,9 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
     filled = 0
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
     in_flight: Future | None = None
+    batches = iter(loader)
     try:
-        for rows, feats, crcs, errors in loader:
+        for rows, feats, crcs, errors in batches:
             failed = [k for k, e in enumerate(errors) if e]
             if failed and not cfg.skip_bad_audio:
                 raise KdcacheError(
@@ -347,9 +348,20 @@ def _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features
     finally:
         pool.shutdown(wait=True)
         bar.close()
+        _stop_workers(batches)
     summary.bad_rows = len(bad)
     if bad:
         summary.extra["bad_rows"] = bad
+
+
+def _stop_workers(batches) -> None:
+    """Stop the DataLoader's workers now, in this frame. Left to the iterator's finaliser (the loop
+    breaks after the last shard, with workers still prefetching), a Ctrl-C during their shutdown was
+    printed as an ignored KeyboardInterrupt traceback and the command exited 0; raised here, it reaches
+    the CLI, which says the build was interrupted (exit 130) and a rerun finishes it."""
+    stop = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator only
+    if stop is not None:
+        stop()
 
 
 def _write_shard(writer: CacheWriter, shard: int, arrays: dict[str, np.ndarray]) -> None:

@@ -34,6 +34,7 @@ from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.teacher.recompute import recipe_arrays
 from kdcache.train.loop import RunConfig, fit
+from kdcache.train.preflight import student_batch_size
 
 LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")
 
@@ -124,7 +125,7 @@ def verify_replayed_inputs(cache: TeacherCache, corpus: Corpus, augmenter: Augme
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(cache), size=min(count, len(cache)), replace=False))
     recipes = recipe_arrays(cache, corpus, rows)
-    replay = ReplayDataset(corpus, recipes, FeatureConfig.from_dict(cache.settings["features"]), augmenter)
+    replay = ReplayDataset(corpus, recipes, cache.attributes.features, augmenter)
     for k, row in enumerate(rows):
         if waveform_crc(replay.waveform(k)) != int(recipes["input_crc"][k]):
             utt = corpus.utterances[int(recipes["utterance"][k])]
@@ -286,7 +287,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
         raise KdcacheError(f"{cfg.cache}: --loss imlkd needs saliency maps; rebuild the cache with --saliency")
     corpus = load_corpus(cfg.data)
     check_corpus_matches(cache, corpus)
-    features = FeatureConfig.from_dict(settings["features"])
+    features = cache.attributes.features
     augmenter = _augmenter_for(cfg.augment, settings.get("augment"))
     if cfg.verify_inputs:
         verify_replayed_inputs(cache, corpus, augmenter, cfg.verify_inputs, seed=cfg.seed)
@@ -295,6 +296,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     fingerprint = cache_fingerprint(settings)
 
     usable = None if cache.is_complete else _done_rows(cache)
+    cfg.batch_size = student_batch_size(cfg.batch_size, cache, len(cache) if usable is None else len(usable), ctx.world_size, ctx.is_main)
     sampler = BlockSampler(
         len(cache) if usable is None else len(usable), cfg.batch_size, block_rows=cache.layout.chunk_rows,
         seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True, shuffle=True,
