@@ -69,8 +69,9 @@ def _commands(group: click.Group = main, prefix: tuple[str, ...] = ()) -> list[t
     return out
 
 
-def check_result(result: Result) -> None:
-    """The properties every generated case must have."""
+def check_result(result: Result, label: str) -> None:
+    """The properties every generated case must have (and a tally of its exit status under ``label``)."""
+    EXAMPLES[f"{label}: exit {result.code}"] += 1
     assert result.code in (0, 1, 2), (result.code, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("kdcache: error:")]
@@ -220,7 +221,7 @@ def test_every_command_survives_hostile_option_values(case, text, commands, cut_
     EXAMPLES["command runs"] += 1
     shutil.rmtree(commands.out, ignore_errors=True)
     result = run_cli(*_with_option(commands.base(name), option, text))
-    check_result(result)
+    check_result(result, "command runs")
     check_no_false_output(result, commands.out)
 
 
@@ -289,7 +290,7 @@ def test_cache_attributes_that_parse_but_break_the_schema(data, attribute_cache,
             EXAMPLES["cache attributes"] += 1
             shutil.rmtree(commands.out, ignore_errors=True)
             result = run_cli(*args)
-            check_result(result)
+            check_result(result, "cache attributes")
             check_no_false_output(result, commands.out)
     finally:
         (path / "zarr.json").write_text(json.dumps(root))
@@ -314,7 +315,7 @@ def test_teacher_configs_that_parse_but_break_the_schema(data, config_teacher, c
             EXAMPLES["teacher config"] += 1
             shutil.rmtree(commands.out, ignore_errors=True)
             result = run_cli(*args)
-            check_result(result)
+            check_result(result, "teacher config")
             check_no_false_output(result, commands.out)
     finally:
         (path / "config.json").write_text(json.dumps(config))
