@@ -13,7 +13,7 @@ from kdcache.errors import IntegrityError, KdcacheError
 
 
 def parse_durations(text: str) -> tuple[float, ...]:
-    return real_list(text, "--ig-durations", maximum=600.0)
+    return real_list(text, "--ig-durations", maximum=60.0)
 
 
 @click.command("build-teacher-cache")
@@ -21,7 +21,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Teacher model directory.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache to write (a .zarr folder).")
 @click.option("--crops-per-utt", default=4, show_default=True, type=Count(1, 1000), help="Fixed crops cached per utterance.")
-@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 600), help="Crop length (2.0 s = 200 frames).")
+@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 60), help="Crop length (2.0 s = 200 frames).")
 @seed_option(help="Seed of crop starts, row order and augmentation.")
 @click.option("--logits", "logits_mode", type=click.Choice(["dense", "uint8", "factorized"]), default="dense", show_default=True,
               help="dense: float16 (12 KB/row at 5994 speakers); uint8: per-row affine (6 KB); "
@@ -29,7 +29,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.option("--saliency/--no-saliency", default=False, show_default=True,
               help="Also store integrated-gradient maps and the teacher's outputs on the integrated inputs (IML-KD).")
 @click.option("--ig-steps", default=50, show_default=True, type=Count(1, 10_000), help="Riemann steps of integrated gradients.")
-@click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps, each in (0, 600].")
+@click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps, each in (0, 60].")
 @click.option("--ig-internal-batch-size", default=None, type=Count(1, 1 << 20), help="Bound on IG's internal batch (memory).")
 @click.option("--integrated-input", type=click.Choice(["attribution", "weighted"]), default="attribution", show_default=True,
               help="How IML-KD's integrated inputs are built from the IG maps.")

@@ -12,11 +12,11 @@ from cli.options import Count, Real, device_option, seed_option
 
 @click.command("make-synthetic-corpus")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--speakers", default=200, show_default=True, type=Count(2, 100_000), help="Training speakers.")
-@click.option("--utterances-per-speaker", default=20, show_default=True, type=Count(2, 10_000),
+@click.option("--speakers", default=200, show_default=True, type=Count(2, 10_000), help="Training speakers.")
+@click.option("--utterances-per-speaker", default=20, show_default=True, type=Count(2, 1000),
               help="At least 2: trials pair two utterances of a speaker.")
-@click.option("--seconds", default=3.0, show_default=True, type=Real(0.5, 600), help="Utterance length (s).")
-@click.option("--test-speakers", default=40, show_default=True, type=Count(2, 100_000), help="Held-out speakers for the trials.")
+@click.option("--seconds", default=3.0, show_default=True, type=Real(0.5, 60), help="Utterance length (s).")
+@click.option("--test-speakers", default=40, show_default=True, type=Count(2, 10_000), help="Held-out speakers for the trials.")
 @seed_option(help="Same seed, same bytes.")
 def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: int, seconds: float, test_speakers: int, seed: int) -> None:
     """Write a deterministic synthetic speaker corpus to OUT.

@@ -66,7 +66,7 @@ def augment_config(noise, reverb, prob):
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model directory to write.")
 @click.option("--epochs", default=10, show_default=True, type=Count(1, 100_000))
 @click.option("--batch-size", default=64, show_default=True, type=Count(1, 1 << 16))
-@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 600), help="Random crop length (2.0 s = 200 frames).")
+@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 60), help="Random crop length (2.0 s = 200 frames).")
 @click.option("--crops-per-utt", default=1, show_default=True, type=Count(1, 1000), help="Random crops of each utterance per epoch.")
 @click.option("--lr", default=0.1, show_default=True, type=Real(0, 100, min_open=True), help="Initial learning rate.")
 @click.option("--final-lr", default=5e-5, show_default=True, type=Real(0, 100, min_open=True),

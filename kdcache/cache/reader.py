@@ -240,6 +240,9 @@ class TeacherCache:
                     "finalize it where it was built (CacheWriter.finalize) and upload zarr.json again"
                 ) from None
             raise KdcacheError(f"{self.url}: cannot open the cache: {e}") from None
+        except (TypeError, KeyError) as e:  # zarr's parse of malformed (consolidated) array metadata
+            raise KdcacheError(f"{self.url}: cannot open the cache: malformed metadata in zarr.json "
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
         except Exception as e:  # noqa: BLE001 - network errors of any fsspec client (aiohttp, botocore, ...)
             if not remote and not isinstance(e, OSError):
                 raise

@@ -39,6 +39,7 @@ import functools
 import json
 import multiprocessing
 import os
+import shutil
 import string
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -534,6 +535,7 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
         raise KdcacheError("synthetic corpus: need 0 <= duration_jitter < 1 and a valid SNR range")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KdcacheError(f"{out}: exists and is not an empty folder (old files would mix in)")
+    _check_free_space(out, (speakers + test_speakers) * utterances_per_speaker * seconds * (1 + duration_jitter) * SR * 2)
     if workers is None:  # a pool only pays off for more than a few speakers
         workers = min(2, os.cpu_count() or 1) if speakers + test_speakers >= 16 else 1
     _write_speakers(out, speakers, test_speakers, utterances_per_speaker, seconds, seed, progress,
@@ -550,6 +552,17 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                   num_trials=num_trials)
     (out / "README.txt").write_text(_README.format(params=json.dumps(params, indent=2)))
     return out
+
+
+def _check_free_space(out: Path, needed_bytes: float) -> None:
+    """Refuse, before writing a byte, a corpus that cannot fit on the disk that will hold ``out``."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise KdcacheError(f"{out}: {existing} is a file, not a folder; choose another output path")
+    free = shutil.disk_usage(existing).free
+    if needed_bytes > free:
+        raise KdcacheError(f"{out}: the corpus needs about {needed_bytes / 2**30:,.1f} GiB and {existing} has "
+                           f"{free / 2**30:,.1f} GiB free; choose fewer speakers, utterances or seconds")
 
 
 @contextlib.contextmanager

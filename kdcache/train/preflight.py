@@ -3,7 +3,9 @@ found in a second, not after the epochs (and never leaves a half-run that then n
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from kdcache.cache.reader import TeacherCache
 from kdcache.cache.sampler import valid_batch_size
@@ -32,3 +34,16 @@ def student_batch_size(requested: int, cache: TeacherCache, usable_rows: int, wo
         raise KdcacheError(f"--batch-size {batch} is larger than the cache's rows per process "
                            f"({usable_rows // world_size} usable rows); lower it")
     return batch
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be created or written (a file on its path, no permission)
+    before any work, rather than when the first checkpoint is saved."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise KdcacheError(f"{path}: {existing} is a file, not a folder; choose another {option}")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise KdcacheError(f"{path}: {existing} is not writable; choose another {option}")
+            return

@@ -34,7 +34,7 @@ from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.teacher.recompute import recipe_arrays
 from kdcache.train.loop import RunConfig, fit
-from kdcache.train.preflight import student_batch_size
+from kdcache.train.preflight import check_output_folder, student_batch_size
 
 LOSSES = ("ce", "embedding", "kd", "dkd", "mlkd", "imlkd")
 
@@ -274,6 +274,7 @@ def student_loss(cfg: StudentTrainConfig, out: dict[str, torch.Tensor], batch: d
 def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     """Train ``cfg.student`` from ``cfg.cache`` with ``cfg.loss``; write a model directory to ``cfg.out``."""
     cfg.check()
+    check_output_folder(cfg.out)
     ctx = init_distributed(cfg.device)
     cache = TeacherCache.open(cfg.cache)
     settings = cache.settings

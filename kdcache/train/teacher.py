@@ -20,6 +20,7 @@ from kdcache.errors import KdcacheError
 from kdcache.models import attach_head, build_model, default_model_args
 from kdcache.models.checkpoint import ModelConfig, save_model_dir
 from kdcache.train.loop import RunConfig, fit
+from kdcache.train.preflight import check_output_folder
 
 
 class SpeakerClassifier(nn.Module):
@@ -72,6 +73,7 @@ class TeacherTrainConfig(RunConfig):
 
 def train_teacher(cfg: TeacherTrainConfig) -> Path:
     """Train ``cfg.arch`` on the corpus ``cfg.data``; write a model directory to ``cfg.out``."""
+    check_output_folder(cfg.out)
     ctx = init_distributed(cfg.device)
     corpus = load_corpus(cfg.data)
     speakers = corpus.speakers

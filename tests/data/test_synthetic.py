@@ -129,3 +129,16 @@ def test_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "full" / "old.wav").write_bytes(b"")
     with pytest.raises(KdcacheError, match="full"):
         make_synthetic_corpus(tmp_path / "full")
+
+
+def test_a_corpus_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from kdcache.errors import KdcacheError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    with pytest.raises(KdcacheError, match=r"the corpus needs about .* GiB .* free; choose fewer"):
+        make_synthetic_corpus(tmp_path / "big", speakers=10, utterances_per_speaker=5, seconds=2.0, test_speakers=2)
+    assert not (tmp_path / "big").exists()

@@ -129,6 +129,11 @@ class Inputs:
             node = meta.get("consolidated_metadata", {}).get("metadata", {}).get("teacher/embedding", meta)
             node["data_type"] = "float32"
             meta_path.write_text(json.dumps(meta))
+        self.cache_bad_meta = r / "bad_meta.zarr"  # consolidated array metadata that zarr cannot parse
+        shutil.copytree(cache, self.cache_bad_meta)
+        meta = json.loads((self.cache_bad_meta / "zarr.json").read_text())
+        meta["consolidated_metadata"]["metadata"]["rows/label"]["shape"] = "x"
+        (self.cache_bad_meta / "zarr.json").write_text(json.dumps(meta))
         self.cache_none_done = r / "none_done.zarr"
         shutil.copytree(cache, self.cache_none_done)
         group = zarr.open_group(str(self.cache_none_done), mode="r+", use_consolidated=False)
@@ -219,7 +224,7 @@ CASES = [
     Case("make-synthetic-corpus", "OUT not empty", lambda i: ["make-synthetic-corpus", i.not_a_cache], 2,
          "exists and is not an empty folder"),
     Case("make-synthetic-corpus", "--utterances-per-speaker 1",
-         lambda i: ["make-synthetic-corpus", i.out, "--utterances-per-speaker", "1"], 2, "2<=x<=10000"),
+         lambda i: ["make-synthetic-corpus", i.out, "--utterances-per-speaker", "1"], 2, "2<=x<=1000"),
     Case("make-synthetic-corpus", "--seconds inf", lambda i: ["make-synthetic-corpus", i.out, "--seconds", "inf"], 2,
          "--seconds"),
     Case("make-synthetic-corpus", "--speakers 1", lambda i: ["make-synthetic-corpus", i.out, "--speakers", "1"], 2,
@@ -247,6 +252,8 @@ CASES = [
          2, "must be a positive integer"),
     Case("train-teacher", "--crop-seconds inf", lambda i: teacher_run(i, "--crop-seconds", "inf"), 2, "finite"),
     Case("train-teacher", "--grad-clip nan", lambda i: teacher_run(i, "--grad-clip", "nan"), 2, "finite"),
+    Case("train-teacher", "--out inside a file", lambda i: teacher_run(i)[:8] + [i.a_file / "run"] + teacher_run(i)[9:],
+         2, "is a file, not a folder"),
     Case("train-teacher", "--epochs 0", lambda i: teacher_run(i, "--epochs", "0"), 2, "--epochs"),
     Case("train-teacher", "--augment-noise missing", lambda i: teacher_run(i, "--augment-noise", i.root / "nope"), 2,
          "--augment-noise"),
@@ -379,6 +386,8 @@ CASES = [
     Case("train-student", "--allow-incomplete, no shard done",
          lambda i: student(i, "--allow-incomplete")[:2] + [i.cache_none_done] + student(i, "--allow-incomplete")[3:], 2,
          "no shard of the cache is finished"),
+    Case("train-student", "--out inside a file", lambda i: student(i)[:6] + [i.a_file / "run"] + student(i)[7:], 2,
+         "a_file.txt is a file, not a folder; choose another --out"),
     Case("train-student", "--trials utterance not in --eval-data",
          lambda i: student(i, "--trials", i.trials_unknown, "--eval-data", i.test), 2, "is not in the corpus"),
     Case("train-student", "--temperatures bad", lambda i: student(i, "--temperatures", "1,two"), 2, "--temperatures"),
@@ -398,6 +407,8 @@ CASES = [
          "not a kdcache cache"),
     Case("cache info", "CACHE format version 99", lambda i: ["cache", "info", i.cache_v99], 2, "version 99"),
     Case("cache info", "CACHE layout.chunk_rows 0", lambda i: ["cache", "info", i.cache_chunk0], 2, "layout.chunk_rows"),
+    Case("cache info", "CACHE array metadata malformed", lambda i: ["cache", "info", i.cache_bad_meta], 2,
+         "malformed metadata in zarr.json"),
     Case("cache info", "CACHE unreachable URL", lambda i: ["cache", "info", "http://127.0.0.1:9/c.zarr"], 2,
          "cannot reach the cache"),
     Case("cache info", "CACHE unknown protocol", lambda i: ["cache", "info", "ftp2://host/c.zarr"], 2,

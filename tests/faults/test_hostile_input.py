@@ -70,7 +70,7 @@ def test_option_values_from_a_config_file_pass_the_same_checks():
 
 def test_make_synthetic_corpus_help_states_the_range_it_accepts():
     result = run_cli("make-synthetic-corpus", "--help")
-    assert "2<=x<=10000" in " ".join(result.stdout.split())
+    assert "2<=x<=1000" in " ".join(result.stdout.split())
 
 
 def test_import_wespeaker_reads_a_speaker_list_with_a_bom_and_crlf(tmp_path, inputs):
