@@ -247,7 +247,7 @@ class TeacherCache:
             if not remote and not isinstance(e, OSError):
                 raise
             text = " ".join(str(e).split()) or type(e).__name__
-            raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from None
+            raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from e
         attributes = parse_cache_attributes(group.attrs.get(sc.ATTRS_KEY), self.url)
         self._memo.update(settings=attributes.settings, layout=attributes.layout, attributes=attributes)
         self._group, self._pid = group, os.getpid()
@@ -347,7 +347,9 @@ class TeacherCache:
         except KdcacheError:
             raise
         except Exception as e:  # noqa: BLE001 - network errors of remote stores
-            raise KdcacheError(f"{self.url}: reading progress/done failed ({type(e).__name__}: {e})") from None
+            if not self.is_remote and not isinstance(e, OSError):
+                raise  # a bug, not the store: keep its traceback
+            raise KdcacheError(f"{self.url}: reading progress/done failed ({type(e).__name__}: {e})") from e
 
     @property
     def is_complete(self) -> bool:

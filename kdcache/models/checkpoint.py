@@ -101,7 +101,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as broken:  # noqa: BLE001 - garbage bytes fail in many ways (KeyError for text files)
         first = str(broken).strip().splitlines()[0] if str(broken).strip() else type(broken).__name__
-        raise KdcacheError(f"{path}: not a readable torch checkpoint ({type(broken).__name__}: {first[:160]})") from None
+        raise KdcacheError(f"{path}: not a readable torch checkpoint ({type(broken).__name__}: {first[:160]})") from broken
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(

@@ -147,6 +147,8 @@ class Inputs:
         config = json.loads(text)
         config["head"]["scale"] = float("nan")
         (self.model_nan_scale / "config.json").write_text(json.dumps(config))  # NaN: Python's JSON extension
+        self.model_bad_weights = self._model_copy("model_bad_weights", lambda c: c["extra"].pop("weights_sha256"))
+        (self.model_bad_weights / "model.pt").write_text("hello")
         self.model_dup_speakers = self._model_copy("model_dup", lambda c: c.update(speakers=[c["speakers"][0]] * len(c["speakers"])))
         self.trials_targets_only = r / "trials_targets.txt"
         self.trials_targets_only.write_text("".join(line + "\n" for line in self.trials.read_text().splitlines()

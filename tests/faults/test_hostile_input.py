@@ -143,3 +143,32 @@ def inputs(tiny_corpus, tiny_teacher, fault_cache, tmp_path_factory):
 
     return Inputs(tmp_path_factory.mktemp("hostile"), tiny_corpus, tiny_teacher, fault_cache)
 
+
+
+def test_a_bug_inside_verify_is_not_reported_as_damage(inputs, monkeypatch):
+    """verify turns decode and file-system errors into 'damaged' lines; anything else is a bug and keeps
+    its traceback (an ``except Exception`` there used to report it as damage)."""
+    import zarr
+
+    real = zarr.Array.__getitem__
+
+    def buggy(self, selection):
+        if self.path == "teacher/embedding":
+            raise AttributeError("a bug")
+        return real(self, selection)
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", buggy)
+    with pytest.raises(AttributeError, match="a bug"):
+        run_cli("cache", "verify", inputs.cache)
+
+
+def test_debug_shows_the_original_error_behind_a_one_line_message(inputs):
+    """A broad handler's one line keeps the original exception as its cause: --debug shows both."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["--debug", "evaluate", "--model", inputs.model_bad_weights, "--data",
+                                       inputs.test, "--trials", inputs.trials])
+    assert type(result.exception).__name__ == "KdcacheError"
+    assert result.exception.__cause__ is not None  # the torch.load failure, with its traceback
+    plain = run_cli("evaluate", "--model", inputs.model_bad_weights, "--data", inputs.test, "--trials", inputs.trials)
+    assert plain.code == 2 and "not a readable torch checkpoint" in one_line_error(plain)
