@@ -218,7 +218,7 @@ def _with_option(args: list, option: str, text: str) -> list:
     return args
 
 
-@budget(60)
+@budget(50)
 @given(case=st.sampled_from(RUN_CASES), text=number_text())
 def test_every_command_survives_hostile_option_values(case, text, commands, cut_loops):
     name, option = case
@@ -307,7 +307,7 @@ def config_teacher(tiny_teacher, tmp_path_factory):
     return path, json.loads((path / "config.json").read_text())
 
 
-@budget(30)
+@budget(25)
 @given(data=st.data())
 def test_teacher_configs_that_parse_but_break_the_schema(data, config_teacher, commands, cut_loops):
     path, config = config_teacher
