@@ -28,6 +28,7 @@ from zarr.storage import LocalStore
 from kdcache.errors import KdcacheError
 
 from . import schema as sc
+from .attributes import parse_cache_attributes
 from .reader import read_done, unsafe_utterance_id
 from .schema import CacheLayout
 
@@ -328,6 +329,7 @@ class CacheWriter:
             )
         if not settings.get("initialized", False):
             raise KdcacheError(f"{path}: the cache's creation was interrupted; create it again")
+        parse_cache_attributes(settings, str(path))  # every field typed before the writer relies on it
         group = zarr.open_group(LocalStore(path), mode="r+", use_consolidated=False)
         return cls(path, group, settings)
 
