@@ -242,7 +242,7 @@ class TeacherCache:
             raise KdcacheError(f"{self.url}: cannot open the cache: {e}") from None
         except (TypeError, KeyError) as e:  # zarr's parse of malformed (consolidated) array metadata
             raise KdcacheError(f"{self.url}: cannot open the cache: malformed metadata in zarr.json "
-                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
         except Exception as e:  # noqa: BLE001 - network errors of any fsspec client (aiohttp, botocore, ...)
             if not remote and not isinstance(e, OSError):
                 raise
@@ -273,7 +273,7 @@ class TeacherCache:
                 raise IntegrityError(f"{self.url}: array {name} is missing") from None
             except (ValueError, TypeError) as bad:  # zarr's parse of a malformed array zarr.json
                 raise IntegrityError(f"{self.url}: array {name} has malformed metadata ({type(bad).__name__}: "
-                                     f"{' '.join(str(bad).split())[:200]})") from None
+                                     f"{' '.join(str(bad).split())[:200]})") from bad
             if not isinstance(node, zarr.Array):
                 raise IntegrityError(f"{self.url}: {name} is a group, expected an array")
             foreign = sorted(set(_codec_names(node.metadata.to_dict().get("codecs"))) - ALLOWED_CODECS)

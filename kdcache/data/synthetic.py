@@ -535,7 +535,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
         raise KdcacheError("synthetic corpus: need 0 <= duration_jitter < 1 and a valid SNR range")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KdcacheError(f"{out}: exists and is not an empty folder (old files would mix in)")
-    _check_free_space(out, (speakers + test_speakers) * utterances_per_speaker * seconds * (1 + duration_jitter) * SR * 2)
+    wav_bytes = (speakers + test_speakers) * utterances_per_speaker * seconds * (1 + duration_jitter) * SR * 2
+    _check_free_space(out, wav_bytes)  # PCM16 at the longest jittered length
     if workers is None:  # a pool only pays off for more than a few speakers
         workers = min(2, os.cpu_count() or 1) if speakers + test_speakers >= 16 else 1
     _write_speakers(out, speakers, test_speakers, utterances_per_speaker, seconds, seed, progress,

@@ -17,14 +17,13 @@ def note(message: str) -> None:
     print(f"kdcache: note: {message}", file=sys.stderr, flush=True)
 
 
-def student_batch_size(requested: int, cache: TeacherCache, usable_rows: int, world_size: int = 1,
-                       show: bool = True) -> int:
+def student_batch_size(requested: int, cache: TeacherCache, usable_rows: int, world_size: int = 1) -> int:
     """The batch size to train with: ``requested`` when the cache's chunks allow it, else the nearest
     smaller size that they allow (said in a note). KdcacheError when the usable rows cannot fill one
     batch per process (an incomplete cache with too few finished shards, or a batch above the rows)."""
     block = cache.layout.chunk_rows
     batch = valid_batch_size(requested, block)
-    if batch != requested and show:
+    if batch != requested and int(os.environ.get("RANK", "0")) == 0:  # one note under torchrun
         rule = f"a multiple of its {block}-row chunks" if requested >= block else f"a divisor of its {block}-row chunks"
         note(f"--batch-size {requested}: batches of this cache must be {rule}; training with --batch-size {batch}")
     if usable_rows == 0:

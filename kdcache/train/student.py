@@ -297,7 +297,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     fingerprint = cache_fingerprint(settings)
 
     usable = None if cache.is_complete else _done_rows(cache)
-    cfg.batch_size = student_batch_size(cfg.batch_size, cache, len(cache) if usable is None else len(usable), ctx.world_size, ctx.is_main)
+    cfg.batch_size = student_batch_size(cfg.batch_size, cache, len(cache) if usable is None else len(usable), ctx.world_size)
     sampler = BlockSampler(
         len(cache) if usable is None else len(usable), cfg.batch_size, block_rows=cache.layout.chunk_rows,
         seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True, shuffle=True,
