@@ -1,6 +1,7 @@
 """Reading the text files users hand in (wav.scp, utt2spk, trial lists, speaker lists).
 
-Files written on Windows or by some editors start with a UTF-8 byte-order mark and end lines with CR LF;
+Files written on Windows or by some editors start with a UTF-8 byte-order mark (files joined with `cat` hold
+one at the start of a line inside) and end lines with CR LF;
 both are removed here, once, so that no id ever carries a stray ``\\ufeff`` or ``\\r``.
 """
 
@@ -30,5 +31,7 @@ def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
 
 
 def strip_text(text: str) -> str:
-    """``text`` without a leading byte-order mark, with every CR LF or lone CR turned into LF."""
-    return text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
+    """``text`` without byte-order marks (U+FEFF: the leading one, and any that ``cat`` carried inside;
+    as a character it is an invisible no-break space, which no id should hold), with every CR LF or lone
+    CR turned into LF."""
+    return text.replace(BOM, "").replace("\r\n", "\n").replace("\r", "\n")

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdcache.data.corpus import load_corpus
 from kdcache.data.text import read_text_lines
@@ -51,3 +53,23 @@ def test_a_speaker_list_with_a_bom_and_indices(tmp_path: Path) -> None:
     path.write_text("id1 0\nid2 x\n")
     with pytest.raises(KdcacheError, match=r"spk2id:2: expected 'speaker' or 'speaker index'"):
         read_speaker_list(path)
+
+
+_LINE_TEXT = st.text(alphabet=st.sampled_from(list("ab1 0\t\r\n\ufeff/.-_") + ["\u00e9", "\u2028", "\x00"]), max_size=60)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(text=_LINE_TEXT, bom=st.booleans())
+def test_any_text_reads_as_clean_lines_or_one_error_line(tmp_path_factory, text, bom):
+    """Hypothesis: whatever a list file holds, the trial and speaker list readers return clean ids
+    (no BOM, no CR) or raise KdcacheError; never another exception."""
+    path = tmp_path_factory.mktemp("text") / "list.txt"
+    path.write_bytes((("\ufeff" if bom else "") + text).encode("utf-8"))
+    for read in (read_trials, read_speaker_list):
+        try:
+            result = read(path)
+        except KdcacheError as err:
+            assert "\n" not in str(err)  # one line
+            continue
+        ids = [x for t in result for x in (t.enroll, t.test)] if read is read_trials else result
+        assert ids and all(i and "\ufeff" not in i[:1] and "\r" not in i for i in ids)
