@@ -251,7 +251,7 @@ CASES = [
     Case("train-teacher", "--model-args unknown key", lambda i: teacher_run(i)[:6] + ['{"width": 4}'] + teacher_run(i)[7:],
          2, "unknown argument(s) width"),
     Case("train-teacher", "--model-args bad value", lambda i: teacher_run(i)[:6] + ['{"hid_dim": -4}'] + teacher_run(i)[7:],
-         2, "must be a positive integer"),
+         2, "must be an integer in [1, 65536]"),
     Case("train-teacher", "--crop-seconds inf", lambda i: teacher_run(i, "--crop-seconds", "inf"), 2, "finite"),
     Case("train-teacher", "--grad-clip nan", lambda i: teacher_run(i, "--grad-clip", "nan"), 2, "finite"),
     Case("train-teacher", "--out inside a file", lambda i: teacher_run(i)[:8] + [i.a_file / "run"] + teacher_run(i)[9:],
