@@ -8,7 +8,8 @@ checks. Examples are bounded and derandomized (the same cases on every run); the
 loops are cut to their first batch (``one_batch_*`` below) so that a large but valid value costs a
 second, not hours: everything up to the first batch (all checks, model, cache creation) runs for real.
 
-``KDCACHE_FUZZ_EXAMPLES`` scales every budget (e.g. 10 for a long local run).
+``KDCACHE_FUZZ_EXAMPLES`` scales every budget (e.g. 10 for a long local run); ``KDCACHE_FUZZ_RANDOM=1``
+draws new cases on every run instead of the fixed ones.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from cli.options import Count, Real
 from tests.faults.conftest import BUILD_ARGS, STUDENT_ARGS, Result, run_cli
 
 SCALE = float(os.environ.get("KDCACHE_FUZZ_EXAMPLES", "1"))
+RANDOM = bool(os.environ.get("KDCACHE_FUZZ_RANDOM"))  # new cases on every run (exploring, not CI)
 EXAMPLES: Counter = Counter()  # generated cases per test, reported at the end of the session
 
 
 def budget(n: int):
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=True, database=None,
+    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=not RANDOM, database=None,
                     suppress_health_check=list(HealthCheck))
 
 
