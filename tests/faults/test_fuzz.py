@@ -177,6 +177,10 @@ class Commands:
 
     def __init__(self, corpus: Path, teacher: Path, cache: Path, out: Path) -> None:
         self.corpus, self.teacher, self.cache, self.out = corpus, teacher, cache, out
+        self.scores = out.parent / "scores.txt"  # a WeSpeaker score file of 3 speakers (compare)
+        trials = [(f"{a}/v/1.wav", f"{b}/v/{2 if a == b else 1}.wav", a == b) for a in "abc" for b in "abc"]
+        self.scores.write_text("".join(f"{e} {t} {0.9 if y else 0.1 * k} {'target' if y else 'nontarget'}\n"
+                                       for k, (e, t, y) in enumerate(trials)))
 
     def base(self, name: str) -> list:
         c = self
@@ -192,14 +196,19 @@ class Commands:
             "evaluate": ["evaluate", "--model", c.teacher, "--data", c.corpus / "test", "--trials",
                          c.corpus / "test" / "trials.txt"],
             "cache verify": ["cache", "verify", c.cache, "--teacher", c.teacher, "--data", c.corpus / "train"],
+            # the teacher's own checkpoints averaged into a new folder (never over the shared fixture)
+            "average": ["average", c.teacher, "--num", "1", "--out", c.out],
+            "compare": ["compare", "--a", c.scores, "--b", c.scores, "--replicates", "20", "--out", c.out / "c.json"],
         }[name]
 
 
 # Options left out of the run fuzz (the parse fuzz above covers them): they start processes or threads
 # (--num-workers, --workers) or set the process-wide torch thread count (--threads).
 SKIP_RUN = {"--num-workers", "--workers", "--threads"}
+# saliency-eval and make-synthetic-* are left to the parse fuzz too: a valid but large --points, --ig-steps
+# or --speakers costs minutes per case.
 RUN_CASES = [(name, option.opts[0]) for name in ("build-teacher-cache", "train-student", "train-teacher",
-                                                 "evaluate", "cache verify")
+                                                 "evaluate", "cache verify", "average", "compare")
              for option in _numeric_options(dict((" ".join(p), c) for p, c in _commands())[name])
              if option.opts[0] not in SKIP_RUN]
 
@@ -218,6 +227,14 @@ def _with_option(args: list, option: str, text: str) -> list:
     if option.startswith("--ig-"):
         args.append("--saliency")
     return args
+
+
+@pytest.mark.parametrize("name", ["average", "compare"])
+def test_the_cheap_base_command_lines_run(name, commands):
+    """The fuzz starts from valid command lines: these succeed as they are."""
+    shutil.rmtree(commands.out, ignore_errors=True)
+    result = run_cli(*commands.base(name))
+    assert result.code == 0, result.stderr
 
 
 @budget(50)
