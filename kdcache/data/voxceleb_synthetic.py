@@ -24,8 +24,9 @@ import numpy as np
 import soundfile as sf
 
 from kdcache.data.m4a import encode_m4a
-from kdcache.data.synthetic import SR, make_noises, make_rirs, make_trials, make_voice, synthesize_speaker
+from kdcache.data.synthetic import make_noises, make_rirs, make_trials
 from kdcache.data.trials import Trial, write_trials
+from kdcache.data.voices import SR, make_voice, synthesize_speaker
 from kdcache.errors import KdcacheError
 
 _TOKEN = string.ascii_letters + string.digits + "-_"
