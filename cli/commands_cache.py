@@ -9,18 +9,13 @@ import click
 
 from cli.commands_train import augment_config, augment_options
 from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
-from cli.options import INTEGRATED_INPUT_MODES, LOGITS_MODES, device_option, workers_option
+from cli.options import (INTEGRATED_INPUT_MODES, LOGITS_MODES, Count, Real, device_option, real_list, seed_option,
+                         workers_option)
 from kdcache.errors import IntegrityError, KdcacheError
 
 
 def parse_durations(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise KdcacheError(f"--ig-durations {text!r}: expected seconds separated by commas, e.g. 2.0,1.0") from None
-    if not values or min(values) <= 0:
-        raise KdcacheError(f"--ig-durations {text!r}: durations must be positive seconds")
-    return values
+    return real_list(text, "--ig-durations", maximum=60.0)
 
 
 @click.command("build-teacher-cache")
@@ -29,22 +24,22 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Teacher model directory.")
 @click.option("--out", required=True, type=str,
               help="Cache to write: a .zarr folder, or an object-store URL such as s3://bucket/cache.zarr.")
-@click.option("--crops-per-utt", default=4, show_default=True, type=click.IntRange(1), help="Fixed crops cached per utterance.")
-@click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Crop length (2.0 s = 200 frames).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of crop starts, row order and augmentation.")
+@click.option("--crops-per-utt", default=4, show_default=True, type=Count(1, 1000), help="Fixed crops cached per utterance.")
+@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 60), help="Crop length (2.0 s = 200 frames).")
+@seed_option(help="Seed of crop starts, row order and augmentation.")
 @click.option("--logits", "logits_mode", type=LOGITS_MODES, default="dense", show_default=True,
               help="dense: float16 (12 KB/row at 5994 speakers); uint8: per-row affine (6 KB); "
                    "factorized: embedding + head only (exact for a cosine head).")
 @click.option("--saliency/--no-saliency", default=False, show_default=True,
               help="Also store integrated-gradient maps and the teacher's outputs on the integrated inputs (IML-KD).")
-@click.option("--ig-steps", default=50, show_default=True, type=click.IntRange(2), help="Riemann steps of integrated gradients.")
-@click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps.")
-@click.option("--ig-internal-batch-size", default=None, type=click.IntRange(1), help="Bound on IG's internal batch (memory).")
+@click.option("--ig-steps", default=50, show_default=True, type=Count(2, 10_000), help="Riemann steps of integrated gradients.")
+@click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps, each in (0, 60].")
+@click.option("--ig-internal-batch-size", default=None, type=Count(1, 1 << 20), help="Bound on IG's internal batch (memory).")
 @click.option("--integrated-input", type=INTEGRATED_INPUT_MODES, default="attribution", show_default=True,
               help="How IML-KD's integrated inputs are built from the IG maps.")
-@click.option("--shard-rows", default=4096, show_default=True, type=click.IntRange(1), help="Rows per shard (the unit of work and resume).")
-@click.option("--chunk-rows", default=64, show_default=True, type=click.IntRange(1), help="Rows per inner chunk (the unit of reading).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--shard-rows", default=4096, show_default=True, type=Count(1, 1 << 20), help="Rows per shard (the unit of work and resume).")
+@click.option("--chunk-rows", default=64, show_default=True, type=Count(1, 1 << 16), help="Rows per inner chunk (the unit of reading).")
+@click.option("--batch-size", default=64, show_default=True, type=Count(1, 1 << 16), help="Crops per teacher forward pass.")
 @augment_options
 @workers_option()
 @device_option()
@@ -108,7 +103,7 @@ def cache_info_cmd(cache: str, as_json: bool) -> None:
 @click.option("--teacher", type=click.Path(path_type=Path), default=None,
               help="Also re-run this teacher on a sample of replayed rows and compare.")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Corpus to replay crops from (with --teacher).")
-@click.option("--sample", default=256, show_default=True, type=click.IntRange(1), help="Rows recomputed with --teacher.")
+@click.option("--sample", default=256, show_default=True, type=Count(1, 1 << 31), help="Rows recomputed with --teacher.")
 @augment_options
 def cache_verify_cmd(cache: str, teacher, data, sample, augment_noise, augment_reverb, augment_prob) -> None:
     """Read every chunk (crc32c), check every shard is complete; exit 1 on any problem, naming the shard."""
@@ -145,7 +140,7 @@ def cache_verify_cmd(cache: str, teacher, data, sample, augment_noise, augment_r
 @cache_group.command("pull")
 @click.argument("url")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files fetched concurrently.")
+@click.option("--workers", default=8, show_default=True, type=Count(1, 64), help="Files fetched concurrently.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (bytes).")
 def cache_pull_cmd(url: str, dest: Path, workers: int, progress: bool) -> None:
     """Copy the cache at URL (http(s)://, s3://, file:// or a path) into the folder DEST, then verify every

@@ -8,21 +8,22 @@ from pathlib import Path
 import click
 
 from cli.config_file import config_option, save_settings_next_to
-from cli.options import SCORE_NORMS, device_option
+from cli.options import SCORE_NORMS, Count, Real, device_option, seed_option
 
 
 @click.command("make-synthetic-corpus")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--speakers", default=200, show_default=True, type=click.IntRange(2), help="Training speakers.")
-@click.option("--utterances-per-speaker", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(0.5), help="Utterance length.")
-@click.option("--test-speakers", default=40, show_default=True, type=click.IntRange(2), help="Held-out speakers for the trials.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
-@click.option("--test-speaker-offset", default=None, type=click.IntRange(0),
+@click.option("--speakers", default=200, show_default=True, type=Count(2, 10_000), help="Training speakers.")
+@click.option("--utterances-per-speaker", default=20, show_default=True, type=Count(2, 1000),
+              help="At least 2: trials pair two utterances of a speaker.")
+@click.option("--seconds", default=3.0, show_default=True, type=Real(0.5, 60), help="Utterance length (s).")
+@click.option("--test-speakers", default=40, show_default=True, type=Count(2, 10_000), help="Held-out speakers for the trials.")
+@seed_option(help="Same seed, same bytes.")
+@click.option("--test-speaker-offset", default=None, type=Count(0, 1_000_000),
               help="Speaker index of the first test speaker [default: --speakers]. Corpora with the same offset "
                    "(and seed, seconds, test options) share byte-identical test speakers and trials, whatever "
                    "their --speakers.")
-@click.option("--test-utterances-per-speaker", default=None, type=click.IntRange(2),
+@click.option("--test-utterances-per-speaker", default=None, type=Count(2, 1000),
               help="Utterances of each test speaker [default: --utterances-per-speaker].")
 def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: int, seconds: float, test_speakers: int, seed: int,
                               test_speaker_offset: int | None, test_utterances_per_speaker: int | None) -> None:
@@ -55,7 +56,7 @@ def make_synthetic_corpus_cmd(out: Path, speakers: int, utterances_per_speaker: 
 @click.option("--trials", required=True, type=click.Path(path_type=Path), help="Trial list (VoxCeleb or Kaldi format).")
 @click.option("--score-norm", type=SCORE_NORMS, default="none", show_default=True)
 @click.option("--cohort", type=click.Path(path_type=Path), default=None, help="Cohort corpus (mean subtraction; AS-norm cohort).")
-@click.option("--top-n", default=300, show_default=True, type=click.IntRange(1), help="AS-norm top-N cohort size.")
+@click.option("--top-n", default=300, show_default=True, type=Count(1, 10_000_000), help="AS-norm top-N cohort size.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write metrics as JSON here.")
 @device_option(default="cpu")
 def evaluate_cmd(model_dir, data, trials, score_norm, cohort, top_n, out_path, device) -> None:

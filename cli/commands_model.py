@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from cli.options import Count
+
 
 def num_avg_option(func):
     """``--num-avg N`` of train-teacher and train-student."""
     return click.option(
-        "--num-avg", default=None, type=click.IntRange(1),
+        "--num-avg", default=None, type=Count(1, 100_000),
         help="Average the weights of the last N epoch checkpoints into the final model, as WeSpeaker's "
              "average_model.py (10 of 150 epochs) [default: round(--epochs / 15), at least 1: no averaging "
              "below 23 epochs].",
@@ -19,7 +21,7 @@ def num_avg_option(func):
 
 @click.command("average")
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--num", default=None, type=click.IntRange(1),
+@click.option("--num", default=None, type=Count(1, 100_000),
               help="Average the last N epoch checkpoints [default: the training run's --num-avg; 10 (WeSpeaker's "
                    "recipe) for a folder of model_<epoch>.pt].")
 @click.option("--out", default=None, type=click.Path(path_type=Path),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option
+from cli.options import Count, Real, device_option, seed_option
 
 
 @click.command("saliency-eval")
@@ -18,15 +18,15 @@ from cli.options import device_option
               help="Corpus of speakers the models know (the training corpus): the target is the utterance's speaker.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for saliency_eval.json and saliency_eval.png.")
-@click.option("--utterances", default=32, show_default=True, type=click.IntRange(1), help="Utterances drawn (seeded) from --data.")
-@click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Centre crop of each utterance.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the utterance draw.")
-@click.option("--ig-steps", default=50, show_default=True, type=click.IntRange(2), help="Riemann steps of integrated gradients.")
-@click.option("--points", default=21, show_default=True, type=click.IntRange(2), help="Fractions of frames from 0 to 1 on each curve.")
+@click.option("--utterances", default=32, show_default=True, type=Count(1, 1_000_000), help="Utterances drawn (seeded) from --data.")
+@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 60), help="Centre crop of each utterance.")
+@seed_option(help="Seed of the utterance draw.")
+@click.option("--ig-steps", default=50, show_default=True, type=Count(2, 10_000), help="Riemann steps of integrated gradients.")
+@click.option("--points", default=21, show_default=True, type=Count(2, 10_000), help="Fractions of frames from 0 to 1 on each curve.")
 @click.option("--frame-score", type=click.Choice(["sum", "abs"]), default="sum", show_default=True,
               help="Frame saliency: sum of IG over the mel bins (evidence for the target) or of |IG|.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Crops per IG batch.")
-@click.option("--ig-internal-batch-size", default=64, show_default=True, type=click.IntRange(1),
+@click.option("--batch-size", default=8, show_default=True, type=Count(1, 1 << 16), help="Crops per IG batch.")
+@click.option("--ig-internal-batch-size", default=64, show_default=True, type=Count(1, 1 << 20),
               help="Bound on IG's internal batch of path points (memory).")
 @device_option(default="cpu")
 def saliency_eval_cmd(models, labels, data, out, utterances, crop_seconds, seed, ig_steps, points, frame_score,
@@ -76,8 +76,8 @@ def _speaker_map(data: Path | None):
 @click.option("--name-b", default="B", show_default=True)
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Corpus of the trial utterances, for their speakers [default: the first part of a VoxCeleb id].")
-@click.option("--replicates", default=1000, show_default=True, type=click.IntRange(1), help="Bootstrap draws of test speakers.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
+@click.option("--replicates", default=1000, show_default=True, type=Count(1, 1_000_000), help="Bootstrap draws of test speakers.")
+@seed_option(help="Seed of the bootstrap.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the result as JSON here.")
 def compare_cmd(runs_a, runs_b, name_a, name_b, data, replicates, seed, out_path) -> None:
     """EER(A) - EER(B) on the same trials: a paired bootstrap interval over test speakers, and a

@@ -10,7 +10,8 @@ import click
 
 from cli.commands_model import num_avg_option
 from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
-from cli.options import MethodsHelpCommand, device_option, method_choice, workers_option
+from cli.options import (Count, MethodsHelpCommand, Real, device_option, method_choice, real_list, seed_option,
+                         workers_option)
 from kdcache.errors import KdcacheError
 
 
@@ -29,9 +30,9 @@ def parse_model_args(text: str) -> dict:
 
 
 def margin_options(func):
-    func = click.option("--margin-full-epoch", default=None, type=click.IntRange(1),
+    func = click.option("--margin-full-epoch", default=None, type=Count(1, 100_000),
                         help="1-based epoch from which the margin is final [default: 40/150 of --epochs].")(func)
-    func = click.option("--margin-start-epoch", default=None, type=click.IntRange(1),
+    func = click.option("--margin-start-epoch", default=None, type=Count(1, 100_000),
                         help="1-based epoch where the margin ramp starts [default: 20/150 of --epochs]. Short CPU "
                              "runs learn better with the margin late, or with --margin 0.")(func)
     return func
@@ -39,14 +40,14 @@ def margin_options(func):
 
 def grad_clip_option(func):
     return click.option(
-        "--grad-clip", default=0.0, show_default=True, type=click.FloatRange(0),
+        "--grad-clip", default=0.0, show_default=True, type=Real(0, 1e6),
         help="Clip the gradients' global L2 norm to this before each step (0: no clipping). A tiny student "
              "under dkd --beta 8 can collapse to a constant in its first steps; 5 kept it training (README).",
     )(func)
 
 
 def augment_options(func):
-    func = click.option("--augment-prob", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+    func = click.option("--augment-prob", default=0.6, show_default=True, type=Real(0, 1),
                         help="Probability that a crop is augmented (reverb or noise).")(func)
     func = click.option("--augment-reverb", type=click.Path(exists=True, file_okay=False), default=None,
                         help="Folder of room impulse responses (.wav) for reverberation.")(func)
@@ -71,18 +72,18 @@ def augment_config(noise, reverb, prob):
 @click.option("--model-args", default="{}", show_default=True,
               help="JSON of architecture arguments, e.g. '{\"m_channels\": 16}' for a narrow ResNet on CPU.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model directory to write.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--crop-seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Random crop length (2.0 s = 200 frames).")
-@click.option("--crops-per-utt", default=1, show_default=True, type=click.IntRange(1), help="Random crops of each utterance per epoch.")
-@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="Initial learning rate.")
-@click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--epochs", default=10, show_default=True, type=Count(1, 100_000))
+@click.option("--batch-size", default=64, show_default=True, type=Count(1, 1 << 16))
+@click.option("--crop-seconds", default=2.0, show_default=True, type=Real(0.1, 60), help="Random crop length (2.0 s = 200 frames).")
+@click.option("--crops-per-utt", default=1, show_default=True, type=Count(1, 1000), help="Random crops of each utterance per epoch.")
+@click.option("--lr", default=0.1, show_default=True, type=Real(0, 100, min_open=True), help="Initial learning rate.")
+@click.option("--final-lr", default=5e-5, show_default=True, type=Real(0, 100, min_open=True),
               help="Learning rate at the end (exponential decay from --lr; WeSpeaker: 5e-5 after 150 epochs).")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Final AAM margin (ramped from 0).")
+@click.option("--margin", default=0.2, show_default=True, type=Real(0, 1.5), help="Final AAM margin (radians; ramped from 0).")
 @margin_options
 @grad_clip_option
 @num_avg_option
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option()
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
@@ -106,13 +107,7 @@ def train_teacher_cmd(data, arch, model_args, out, epochs, batch_size, crop_seco
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise KdcacheError(f"{option} {text!r}: expected numbers separated by commas") from None
-    if not values:
-        raise KdcacheError(f"{option}: give at least one value")
-    return values
+    return real_list(text, option, maximum=1e3)
 
 
 @click.command("train-student", cls=MethodsHelpCommand)
@@ -121,9 +116,9 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--online-teacher", default=None, type=click.Path(path_type=Path),
               help="Instead of --cache: a teacher model directory, run in memory on each batch's fresh random "
                    "crops (online KD, for comparison with the cache; docs/online.md).")
-@click.option("--crop-seconds", default=None, type=click.FloatRange(0.1),
+@click.option("--crop-seconds", default=None, type=Real(0.1, 60),
               help="--online-teacher only: random crop length [default: 2.0, as build-teacher-cache].")
-@click.option("--crops-per-utt", default=None, type=click.IntRange(1),
+@click.option("--crops-per-utt", default=None, type=Count(1, 1000),
               help="--online-teacher only: fresh crops of each utterance per epoch [default: 1]; with K, an epoch "
                    "has the steps of a cache built with --crops-per-utt K.")
 @click.option("--allow-unknown-speakers", is_flag=True,
@@ -138,37 +133,40 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
               help="JSON of the method's options, e.g. '{\"beta\": 8, \"temperature\": 2, \"logit_stand\": true}'. "
                    "The flags below set the same options.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Student model directory.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1),
-              help="Rows per batch: whole blocks of the cache's --chunk-rows (64) rows.")
-@click.option("--lr", default=0.1, show_default=True, type=float, help="Initial learning rate.")
-@click.option("--final-lr", default=5e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--epochs", default=10, show_default=True, type=Count(1, 100_000))
+@click.option("--batch-size", default=128, show_default=True, type=Count(1, 1 << 16),
+              help="Rows per batch: a multiple of the cache's --chunk-rows (64), or a divisor of it; "
+                   "another size is rounded down to one, with a note.")
+@click.option("--lr", default=0.1, show_default=True, type=Real(0, 100, min_open=True), help="Initial learning rate.")
+@click.option("--final-lr", default=5e-5, show_default=True, type=Real(0, 100, min_open=True),
               help="Learning rate at the end (exponential decay from --lr).")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0), help="Student AAM margin (ramped from 0).")
+@click.option("--margin", default=0.2, show_default=True, type=Real(0, 1.5), help="Student AAM margin (radians; ramped from 0).")
 @margin_options
 @grad_clip_option
 @num_avg_option
-@click.option("--kd-weight", default=None, type=float, help="Option kd_weight of embedding and kd [default: 1].")
-@click.option("--temperature", default=None, type=float,
+@click.option("--kd-weight", default=None, type=Real(0, 1e4), help="Option kd_weight of embedding and kd [default: 1].")
+@click.option("--temperature", default=None, type=Real(0, 1e3, min_open=True),
               help="Option temperature T of kd and dkd [default: 1] (ENSKD: 1, with beta 2; mdistiller: 4, with beta 8).")
-@click.option("--alpha", default=None, type=float, help="Option alpha of dkd: weight of TCKD [default: 1].")
-@click.option("--beta", default=None, type=float, help="Option beta of dkd: weight of NCKD [default: 2] (ENSKD: 2; mdistiller: 8).")
-@click.option("--kd-warmup-epochs", default=None, type=click.FloatRange(0),
+@click.option("--alpha", default=None, type=Real(0, 1e4), help="Option alpha of dkd: weight of TCKD [default: 1].")
+@click.option("--beta", default=None, type=Real(0, 1e4, min_open=True),
+              help="Option beta of dkd: weight of NCKD [default: 2] (ENSKD: 2; mdistiller: 8).")
+@click.option("--kd-warmup-epochs", default=None, type=Real(0, 1e5),
               help="Option kd_warmup_epochs of dkd: the weight ramps linearly per step over this many epochs, "
                    "min(progress/warmup, 1) [default: ENSKD's 20/150 of --epochs; 0: full weight from the first step].")
-@click.option("--teacher-margin", default=None, type=click.FloatRange(0),
+@click.option("--teacher-margin", default=None, type=Real(0, 1.5),
               help="Option teacher_margin of dkd: AAM margin put back on the cached margin-free teacher target logit "
                    "[default: the margin the teacher was trained with, from the cache's provenance; ENSKD: 0.2].")
-@click.option("--temperatures", default=None, help="Option temperatures of mlkd and imlkd [default: 1,2,3,4,5].")
-@click.option("--eta", default=None, type=float, help="Option eta of imlkd: weight of the KD terms [default: 1].")
-@click.option("--embedding-weight", default=None, type=float,
+@click.option("--temperatures", default=None,
+              help="Option temperatures of mlkd and imlkd, each in (0, 1000] [default: 1,2,3,4,5].")
+@click.option("--eta", default=None, type=Real(0, 1e4, min_open=True), help="Option eta of imlkd: weight of the KD terms [default: 1].")
+@click.option("--embedding-weight", default=None, type=Real(0, 1e4),
               help="Option embedding_weight of imlkd: weight of ||P e_s - e_t||^2 [default: 1].")
-@click.option("--verify-inputs", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--verify-inputs", default=0, show_default=True, type=Count(0, 1 << 31),
               help="Recompute the input crc of N random rows and refuse to train if the corpus changed.")
 @click.option("--allow-incomplete", is_flag=True, help="Train on the finished shards of an incomplete cache.")
 @click.option("--trials", type=click.Path(path_type=Path), default=None, help="Evaluate at the end on this trial list...")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="...whose utterances are in this corpus.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option()
 @augment_options
 @workers_option()
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
@@ -198,8 +196,10 @@ def train_student_cmd(cache, online_teacher, crop_seconds, crops_per_utt, allow_
         raise KdcacheError("--verify-inputs and --allow-incomplete go with --cache; --online-teacher reads no cache")
     if (trials is None) != (eval_data is None):
         raise KdcacheError("--trials and --eval-data go together")
-    if trials is not None and not Path(trials).is_file():
-        raise KdcacheError(f"{trials}: trial list not found")
+    if trials is not None:  # before training: a bad list must not cost the epochs
+        from kdcache.evaluate.verification import check_trials
+
+        check_trials(trials, eval_data)
     online = {} if online_teacher is None else {
         "online_teacher": str(online_teacher), "crop_seconds": 2.0 if crop_seconds is None else crop_seconds,
         "crops_per_utt": crops_per_utt or 1, "allow_unknown_speakers": allow_unknown_speakers}

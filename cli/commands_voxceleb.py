@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cli.options import Count, Real, seed_option
+
 
 @click.command("prepare-voxceleb")
 @click.option("--vox1", required=True, type=click.Path(path_type=Path),
@@ -22,8 +24,8 @@ import click
 @click.option("--audio-format", type=click.Choice(["wav", "flac"]), default="wav", show_default=True,
               help="Converted VoxCeleb2 audio: wav as WeSpeaker (about 270 GB) or lossless flac (smaller, "
                    "more CPU per read).")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Decoding processes.")
-@click.option("--cohort-per-speaker", default=10, show_default=True, type=click.IntRange(0),
+@click.option("--jobs", default=1, show_default=True, type=Count(1, 256), help="Decoding processes.")
+@click.option("--cohort-per-speaker", default=10, show_default=True, type=Count(0, 1_000_000),
               help="VoxCeleb2-dev utterances per speaker in the scoring cohort (0: all).")
 def prepare_voxceleb_cmd(vox1, vox2_dev, musan, rirs, trials_dir, out, audio_dir, audio_format, jobs,
                          cohort_per_speaker) -> None:
@@ -46,13 +48,13 @@ def prepare_voxceleb_cmd(vox1, vox2_dev, musan, rirs, trials_dir, out, audio_dir
 
 @click.command("make-synthetic-voxceleb")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--vox2-speakers", default=8, show_default=True, type=click.IntRange(2))
-@click.option("--vox1-speakers", default=6, show_default=True, type=click.IntRange(3))
-@click.option("--vox1-o-speakers", default=3, show_default=True, type=click.IntRange(2), help="VoxCeleb1 speakers in Vox1-O.")
-@click.option("--utterances-per-speaker", default=4, show_default=True, type=click.IntRange(2))
-@click.option("--seconds", default=1.5, show_default=True, type=click.FloatRange(0.5))
-@click.option("--num-trials", default=60, show_default=True, type=click.IntRange(2), help="Trials per list.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--vox2-speakers", default=8, show_default=True, type=Count(2, 10_000))
+@click.option("--vox1-speakers", default=6, show_default=True, type=Count(3, 10_000))
+@click.option("--vox1-o-speakers", default=3, show_default=True, type=Count(2, 10_000), help="VoxCeleb1 speakers in Vox1-O.")
+@click.option("--utterances-per-speaker", default=4, show_default=True, type=Count(2, 1000))
+@click.option("--seconds", default=1.5, show_default=True, type=Real(0.5, 60))
+@click.option("--num-trials", default=60, show_default=True, type=Count(2, 10_000_000), help="Trials per list.")
+@seed_option()
 def make_synthetic_voxceleb_cmd(out, vox2_speakers, vox1_speakers, vox1_o_speakers, utterances_per_speaker, seconds,
                                 num_trials, seed) -> None:
     """Write a small VoxCeleb-shaped tree of synthetic speakers to OUT (demos and tests of the recipe).

@@ -4,7 +4,9 @@ A config file is a YAML mapping whose keys are the command's own option names, s
 command line (``batch-size``) or with underscores (``batch_size``). Its values become the command's
 defaults (click's ``default_map``), so flags given on the command line override them. A mapping or
 list given for a text option (``model-args: {m_channels: 4}``, ``temperatures: [1, 2]``) is passed as
-JSON or as comma-separated values, the way the option reads it. YAML is read with ``yaml.safe_load``.
+JSON or as comma-separated values, the way the option reads it. Each value passes the option's own
+checks (``cli.options.check_option_values``: finite, in range, a valid choice) when the file is read,
+and a refused one is one line naming the file and the key. YAML is read with ``yaml.safe_load``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import click
 
+from cli.options import check_option_values
 from kdcache.errors import KdcacheError
 
 CONFIG_OPTION = "config"
@@ -59,6 +62,8 @@ def read_config_file(path: Path, command: click.Command) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
         raise KdcacheError(f"{path}: cannot read config ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise KdcacheError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as bad:
         where = getattr(bad, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -69,6 +74,7 @@ def read_config_file(path: Path, command: click.Command) -> dict[str, Any]:
         raise KdcacheError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
     names = _option_names(command)
     default_map: dict[str, Any] = {}
+    given: dict[str, str] = {}  # parameter name -> the key as the file spells it
     for key, value in data.items():
         param = names.get(str(key))
         if param is None:
@@ -78,6 +84,9 @@ def read_config_file(path: Path, command: click.Command) -> dict[str, Any]:
         if param.name in default_map:
             raise KdcacheError(f"{path}: '{key}' is given twice (as {canonical_key(param)} and {key})")
         default_map[param.name] = _as_option_value(param, value)
+        given[param.name] = key
+    # The same checks as on the command line (finite numbers in range, choices), named by file and key.
+    check_option_values(command, {given[name]: value for name, value in default_map.items()}, str(path))
     return default_map
 
 

@@ -189,7 +189,7 @@ def pull_cache(
         except FileNotFoundError:
             return None
         except Exception as err:  # noqa: BLE001 - network and store errors of any client library
-            raise KdcacheError(f"{url}: cannot reach {f.key} ({_one_line(err)}); rerun the pull to resume") from None
+            raise KdcacheError(f"{url}: cannot reach {f.key} ({_one_line(err)}); rerun the pull to resume") from err
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kdcache-pull") as pool:
         sizes = list(pool.map(source_size, files))
@@ -244,7 +244,7 @@ def pull_cache(
                 raise KdcacheError(
                     f"{url}: copying {f.key} failed ({_one_line(err)}); the files copied so far are kept: "
                     "rerun the pull to resume"
-                ) from None
+                ) from err
             os.replace(part, target)
             return fetched
 
@@ -262,7 +262,7 @@ def pull_cache(
     try:
         root_bytes = fs.cat_file(f"{root}/zarr.json")
     except Exception as err:  # noqa: BLE001
-        raise KdcacheError(f"{url}: copying zarr.json failed ({_one_line(err)}); rerun the pull to resume") from None
+        raise KdcacheError(f"{url}: copying zarr.json failed ({_one_line(err)}); rerun the pull to resume") from err
     tmp = dest / "zarr.json.part"
     tmp.write_bytes(root_bytes)
     os.replace(tmp, dest / "zarr.json")

@@ -23,11 +23,12 @@ from zarr.core.sync import sync
 from kdcache.errors import IntegrityError, KdcacheError, one_line
 
 from . import schema as sc
+from .attributes import CacheAttributes, check_array_metadata, parse_cache_attributes
 from .codecs import as_dtype, decode, factorized_logits, stored_inputs
 from .objectstore import describe_store_error
 from .schema import CacheLayout
 from .store import is_remote, open_store
-from .validation import ALLOWED_CODECS, foreign_codecs, read_done, unsafe_utterance_id
+from .validation import ALLOWED_CODECS, checked_array, read_done, unsafe_utterance_id
 
 __all__ = ["ALLOWED_CODECS", "TeacherCache", "as_dtype", "factorized_logits", "read_done", "unsafe_utterance_id"]
 
@@ -108,26 +109,18 @@ class TeacherCache:
                     "finalize it where it was built (CacheWriter.finalize) and upload zarr.json again"
                 ) from None
             raise KdcacheError(f"{self.url}: cannot open the cache: {e}") from None
+        except (TypeError, KeyError) as e:  # zarr's parse of malformed (consolidated) array metadata
+            raise KdcacheError(f"{self.url}: cannot open the cache: malformed metadata in zarr.json "
+                               f"({type(e).__name__}: {one_line(e)[:200]})") from e
         except Exception as e:  # noqa: BLE001 - network errors of any fsspec client (aiohttp, botocore, ...)
             if not remote and not isinstance(e, OSError):
                 raise
             if isinstance(e, PermissionError):  # credentials refused, or not allowed to read
                 raise KdcacheError(describe_store_error(self.url, e, "opening the cache")) from None
             text = one_line(e)
-            raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from None
-        settings = group.attrs.get(sc.ATTRS_KEY)
-        if not isinstance(settings, dict):
-            raise KdcacheError(f"{self.url}: a zarr group but not a kdcache cache (no attrs['{sc.ATTRS_KEY}'])")
-        version = settings.get("format_version")
-        if version != sc.FORMAT_VERSION:
-            raise KdcacheError(
-                f"{self.url}: cache format version {version} is not supported "
-                f"(this kdcache reads version {sc.FORMAT_VERSION}); upgrade kdcache or rebuild the cache"
-            )
-        if not settings.get("initialized", False):
-            raise KdcacheError(f"{self.url}: the cache's creation was interrupted; build it again")
-        self._memo["settings"] = settings
-        self._memo["layout"] = CacheLayout.from_dict(settings["layout"])
+            raise KdcacheError(f"{self.url}: cannot reach the cache ({type(e).__name__}: {text[:200]})") from e
+        attributes = parse_cache_attributes(group.attrs.get(sc.ATTRS_KEY), self.url)
+        self._memo.update(settings=attributes.settings, layout=attributes.layout, attributes=attributes)
         self._group, self._pid = group, os.getpid()
         return group
 
@@ -145,17 +138,8 @@ class TeacherCache:
                 option = sc.BUILD_OPTION.get(name)
                 hint = f"; rebuild with {option}" if option else ""
                 raise KdcacheError(f"{self.url}: the cache has no {name}{hint}")
-            try:
-                node = group[name]
-            except KeyError:
-                raise IntegrityError(f"{self.url}: array {name} is missing") from None
-            assert isinstance(node, zarr.Array)
-            foreign = foreign_codecs(node)
-            if foreign:
-                raise IntegrityError(
-                    f"{self.url}: array {name} declares codec(s) {', '.join(foreign)}, which kdcache never writes; "
-                    "refusing to decode it (only " + ", ".join(sorted(ALLOWED_CODECS)) + " are read)"
-                )
+            node = checked_array(group, name, self.url)
+            check_array_metadata(node, self._memo["specs"][name], self.url)
             arr = self._arrays[name] = node
         return arr
 
@@ -177,6 +161,12 @@ class TeacherCache:
     def layout(self) -> CacheLayout:
         self._open()
         return self._memo["layout"]
+
+    @property
+    def attributes(self) -> CacheAttributes:
+        """The checked attributes (typed layout, features, ...)."""
+        self._open()
+        return self._memo["attributes"]
 
     def __len__(self) -> int:
         return self.layout.num_rows
@@ -214,7 +204,9 @@ class TeacherCache:
         except KdcacheError:
             raise
         except Exception as e:  # noqa: BLE001 - network errors of remote stores
-            raise KdcacheError(f"{self.url}: reading progress/done failed ({type(e).__name__}: {e})") from None
+            if not self.is_remote and not isinstance(e, OSError):
+                raise  # a bug, not the store: keep its traceback
+            raise KdcacheError(f"{self.url}: reading progress/done failed ({type(e).__name__}: {e})") from e
 
     @property
     def is_complete(self) -> bool:

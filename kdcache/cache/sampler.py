@@ -145,3 +145,11 @@ class RestrictedSampler:
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+
+def valid_batch_size(requested: int, block_rows: int) -> int:
+    """The largest batch size <= ``requested`` that BlockSampler takes with ``block_rows``-row blocks: a
+    multiple of block_rows when requested >= block_rows, else a divisor of block_rows (at least 1)."""
+    if requested >= block_rows:
+        return requested // block_rows * block_rows
+    return max(d for d in range(1, requested + 1) if block_rows % d == 0)

@@ -1,5 +1,5 @@
-"""What the reader checks before it trusts a cache: codecs it may decode, utterance ids that are safe
-paths, and progress flags that decode."""
+"""What the reader checks before it trusts a cache: arrays whose metadata parses, codecs it may decode,
+utterance ids that are safe paths, and progress flags that decode. (The root attributes: attributes.py.)"""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import zarr
+
+from kdcache.errors import IntegrityError, one_line
 
 # The codecs kdcache writes (schema.py). An array whose metadata names any other codec is refused before
 # a byte of it is decoded: a cache from elsewhere must not pick a decoder (zarr's codec registry can hold
@@ -18,6 +20,27 @@ ALLOWED_CODECS = frozenset({"bytes", "crc32c", "sharding_indexed", "zstd", "vlen
 def foreign_codecs(array: zarr.Array) -> list[str]:
     """The codecs of ``array`` (sharding's inner pipelines included) that kdcache never writes."""
     return sorted(set(_codec_names(array.metadata.to_dict().get("codecs"))) - ALLOWED_CODECS)
+
+
+def checked_array(group: zarr.Group, name: str, source: str) -> zarr.Array:
+    """``group[name]``, refused (IntegrityError naming ``source`` and the array) when it is missing, its
+    ``zarr.json`` does not parse, it is a group, or it names a codec kdcache never writes."""
+    try:
+        node = group[name]
+    except KeyError:
+        raise IntegrityError(f"{source}: array {name} is missing") from None
+    except (ValueError, TypeError) as bad:  # zarr's parse of a malformed array zarr.json
+        raise IntegrityError(f"{source}: array {name} has malformed metadata ({type(bad).__name__}: "
+                             f"{one_line(bad)[:200]})") from bad
+    if not isinstance(node, zarr.Array):
+        raise IntegrityError(f"{source}: {name} is a group, expected an array")
+    foreign = foreign_codecs(node)
+    if foreign:
+        raise IntegrityError(
+            f"{source}: array {name} declares codec(s) {', '.join(foreign)}, which kdcache never writes; "
+            "refusing to decode it (only " + ", ".join(sorted(ALLOWED_CODECS)) + " are read)"
+        )
+    return node
 
 
 def _codec_names(codecs: Any) -> list[str]:

@@ -94,7 +94,8 @@ def verify_cache(
                 for s in range(lay.num_shards):
                     try:
                         arrays[name][s]
-                    except Exception:  # noqa: BLE001
+                    except Exception as entry_error:  # noqa: BLE001 - sorted by _raise_if_unreachable
+                        _raise_if_unreachable(cache, f"{name} entry {s}", entry_error)
                         problems.append(f"{name}: the entry of shard {s} is unreadable (counts as not done; "
                                         "rerun the build to write that shard again)")
                         report.damaged.append((name, s))
@@ -148,13 +149,16 @@ def verify_cache(
 
 def _raise_if_unreachable(cache: TeacherCache, what: str, err: Exception) -> None:
     """A remote read that failed for a reason other than decoding (server gone, timeout) says nothing
-    about the data: stop with that, instead of reporting the shard as damaged."""
+    about the data: stop with that, instead of reporting the shard as damaged. A local error that is
+    neither a decode error nor the file system's is a bug: it is raised as it is, with its traceback."""
+    if not cache.is_remote and not isinstance(err, (*_DECODE_ERRORS, OSError)):
+        raise err
     if cache.is_remote and not isinstance(err, _DECODE_ERRORS):
         text = one_line(err)
         raise KdcacheError(
             f"{cache.url}: reading {what} failed ({type(err).__name__}: {text[:200]}); "
             "the store is unreachable, not known to be damaged: rerun when it answers"
-        ) from None
+        ) from err
 
 
 def _content_problems(name: str, data: np.ndarray, where: str, row0: int, U: int, S: int) -> list[str]:

@@ -24,6 +24,7 @@ import zarr
 from kdcache.errors import KdcacheError
 
 from . import schema as sc
+from .attributes import parse_cache_attributes
 from .codecs import encode, quantize_uint8  # noqa: F401 - quantize_uint8 is public here too
 from .lock import build_lock  # noqa: F401 - the builder's import
 from .objectstore import CacheLocation
@@ -261,6 +262,7 @@ class CacheWriter:
             )
         if not settings.get("initialized", False):
             raise KdcacheError(f"{path}: the cache's creation was interrupted; create it again")
+        parse_cache_attributes(settings, str(path))  # every field typed before the writer relies on it
         group = zarr.open_group(location.store(), mode="r+", use_consolidated=False)
         return cls(path, group, settings)
 

@@ -24,7 +24,8 @@ import numpy as np
 import soundfile as sf
 
 from kdcache.data.audio import unreadable_audio
-from kdcache.errors import KdcacheError, one_line
+from kdcache.data.text import read_text_lines
+from kdcache.errors import KdcacheError
 
 from .wavheader import wav_header
 
@@ -177,14 +178,8 @@ def audio_info(path: Path, where: str | None = None) -> int:
 
 def read_table(path: Path, what: str) -> list[tuple[int, str, str]]:
     """Lines ``<key> <value>`` of a Kaldi table as (line number, key, value); blank lines skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KdcacheError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise KdcacheError(f"{path}: cannot read {what}: {one_line(e)}") from None
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(read_text_lines(path, what), start=1):
         parts = line.strip().split(maxsplit=1)
         if not parts:
             continue

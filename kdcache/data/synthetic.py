@@ -28,6 +28,7 @@ import functools
 import json
 import multiprocessing
 import os
+import shutil
 import string
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -206,6 +207,8 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
                            f"({speakers}): test speakers would be training speakers")
     if test_utts < 2:
         raise KdcacheError("synthetic corpus: need test_utterances_per_speaker >= 2")
+    utterances = speakers * utterances_per_speaker + test_speakers * test_utts
+    _check_free_space(out, utterances * seconds * (1 + duration_jitter) * SR * 2)  # PCM16, longest jittered length
     if workers is None:  # a pool only pays off for more than a few speakers
         workers = min(2, os.cpu_count() or 1) if speakers + test_speakers >= 16 else 1
     jobs = [(i, utterances_per_speaker) for i in range(speakers)]
@@ -226,6 +229,17 @@ def make_synthetic_corpus(out: Path | str, speakers: int = 200, utterances_per_s
         params.update(test_speaker_offset=test_offset, test_utterances_per_speaker=test_utts)
     (out / "README.txt").write_text(_README.format(params=json.dumps(params, indent=2)))
     return out
+
+
+def _check_free_space(out: Path, needed_bytes: float) -> None:
+    """Refuse, before writing a byte, a corpus that cannot fit on the disk that will hold ``out``."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise KdcacheError(f"{out}: {existing} is a file, not a folder; choose another output path")
+    free = shutil.disk_usage(existing).free
+    if needed_bytes > free:
+        raise KdcacheError(f"{out}: the corpus needs about {needed_bytes / 2**30:,.1f} GiB and {existing} has "
+                           f"{free / 2**30:,.1f} GiB free; choose fewer speakers, utterances or seconds")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdcache.errors import KdcacheError, one_line
+from kdcache.data.text import read_text_lines
+from kdcache.errors import KdcacheError
 
 _KALDI_LABELS = {"target": True, "nontarget": False}
 _VOX_LABELS = {"1": True, "0": False}
@@ -40,14 +41,8 @@ def parse_trial_line(line: str, where: str) -> Trial:
 def read_trials(path: str | os.PathLike) -> list[Trial]:
     """Trials of a list file, in file order (blank lines skipped)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KdcacheError(f"{path}: trial list not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise KdcacheError(f"{path}: cannot read trial list: {one_line(e)}") from None
     trials = [parse_trial_line(line, f"{path}:{n}")
-              for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+              for n, line in enumerate(read_text_lines(path, "trial list"), start=1) if line.strip()]
     if not trials:
         raise KdcacheError(f"{path}: trial list is empty")
     return trials

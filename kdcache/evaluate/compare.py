@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdcache.data.text import read_text_lines
 from kdcache.errors import KdcacheError
 from kdcache.evaluate.metrics import compute_eer
 from kdcache.evaluate.stats import t_quantile
@@ -46,11 +47,9 @@ class ScoreList:
 def read_scores(path: str | Path) -> ScoreList:
     """Read a WeSpeaker score file: ``enroll test score target|nontarget`` per line (blank lines skipped)."""
     path = Path(path)
-    if not path.is_file():
-        raise KdcacheError(f"{path}: score file not found")
     enroll, test, scores, labels = [], [], [], []
     seen: set[tuple[str, str]] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_lines(path, "score file"), start=1):
         parts = line.split()
         if not parts:
             continue

@@ -35,7 +35,7 @@ def _check(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray
         y = y == 1
     n_target = int(y.sum())
     if n_target == 0 or n_target == y.size:
-        kind = "target" if n_target == y.size else "non-target"
+        kind = "non-target" if n_target == y.size else "target"  # the class that is missing
         raise KdcacheError(f"trials hold only one class: no {kind} trials, so EER/minDCF are undefined")
     return s, y
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdcache.data.corpus import load_corpus
+from kdcache.data.corpus import Corpus, load_corpus
 from kdcache.data.features import FeatureConfig
-from kdcache.data.trials import read_trials
+from kdcache.data.trials import Trial, read_trials
 from kdcache.errors import KdcacheError
 from kdcache.evaluate.embed import extract_embeddings, speaker_means
 from kdcache.evaluate.metrics import compute_eer, compute_min_dcf
@@ -58,13 +58,7 @@ def evaluate_model(cfg: EvalConfig) -> dict[str, Any]:
         model, config = load_model_dir(cfg.model, map_location=device)
     features = FeatureConfig.from_dict(config.features)
     corpus = load_corpus(cfg.data)
-    trials = read_trials(cfg.trials)
-    if not trials:
-        raise KdcacheError(f"{cfg.trials}: no trials")
-    for line, trial in enumerate(trials, start=1):
-        for utt in (trial.enroll, trial.test):
-            if utt not in corpus:
-                raise KdcacheError(f"{cfg.trials}:{line}: utterance {utt!r} is not in the corpus {cfg.data}")
+    trials = check_trials(cfg.trials, corpus, cfg.data)
     needed = sorted({t.enroll for t in trials} | {t.test for t in trials})
     ids, emb = extract_embeddings(model, corpus, features, device, ids=needed, show_progress=cfg.show_progress)
     mean = None
@@ -104,6 +98,25 @@ class TrialMetrics(dict):
     is_target)`` per trial, which :func:`write_metrics` saves next to the JSON."""
 
     trial_scores: list[tuple[str, str, float, bool]] | None = None
+
+
+def check_trials(trials_path: str | Path, corpus: Corpus | str | Path, data_name: str | None = None) -> list[Trial]:
+    """The trials of ``trials_path``, checked against the corpus that holds their utterances: every
+    utterance present, target and non-target trials both present (EER needs both). Cheap (audio headers
+    only), so train-student runs it before training."""
+    if not isinstance(corpus, Corpus):
+        data_name = data_name or str(corpus)
+        corpus = load_corpus(corpus)
+    trials = read_trials(trials_path)
+    for line, trial in enumerate(trials, start=1):
+        for utt in (trial.enroll, trial.test):
+            if utt not in corpus:
+                raise KdcacheError(f"{trials_path}:{line}: utterance {utt!r} is not in the corpus {data_name}")
+    targets = sum(t.target for t in trials)
+    if targets in (0, len(trials)):
+        missing = "target" if targets == 0 else "non-target"
+        raise KdcacheError(f"{trials_path}: no {missing} trials among {len(trials)}; EER and minDCF need both")
+    return trials
 
 
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:

@@ -17,6 +17,8 @@ from kdcache.models.projection import ArcMarginProduct, MarginScheduler, attach_
 from kdcache.models.resnet import ResNet34, ResNet293
 from kdcache.models.tdnn import XVEC
 
+MAX_INT_ARG = 1 << 16  # widths, dims and channel counts: far above any real model, far below a typo's 1e9
+
 MODEL_NAMES = ("xvector", "resnet34", "resnet293", "ecapa_c512", "ecapa_c1024", "campplus")
 
 _RESNET_ARGS = {"feat_dim": 80, "embed_dim": 256, "pooling_func": "TSTP",
@@ -54,13 +56,14 @@ def _check_arg(name: str, key: str, value: Any, default: Any) -> None:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_INT_ARG
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     else:
         ok = isinstance(value, str)
     if not ok:
-        kind = {bool: "a boolean", int: "a positive integer", float: "a finite number"}.get(type(default), "a string")
+        kind = {bool: "a boolean", int: f"an integer in [1, {MAX_INT_ARG}]",
+                float: "a finite number"}.get(type(default), "a string")
         raise KdcacheError(f"model {name!r}: argument {key}={value!r} must be {kind}")
 
 
@@ -79,7 +82,13 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     args.update(kwargs)
     for key, value in args.items():
         _check_arg(name, key, value, defaults[key])
-    model = factory(**args)
+    try:
+        model = factory(**args)
+    except RuntimeError as err:  # torch's allocator: "can't allocate memory: you tried to allocate N bytes"
+        if "allocate" not in str(err):
+            raise
+        raise KdcacheError(f"model {name!r} with {kwargs}: its weights need more memory than this machine has; "
+                           "choose smaller arguments") from err
     model.arch = name
     model.model_args = args
     return model

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kdcache.errors import KdcacheError
+from kdcache.models.config_check import check_config_matches_model
 
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
@@ -58,33 +59,10 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str) -> "ModelConfig":
-        if not isinstance(data, dict):
-            raise KdcacheError(f"{source}: expected a JSON object")
-        version = data.get("kdcache_model_format")
-        if version != MODEL_FORMAT_VERSION:
-            raise KdcacheError(
-                f"{source}: model format version {version!r} is not supported "
-                f"(this kdcache reads version {MODEL_FORMAT_VERSION})"
-            )
-        try:
-            head = data["head"]
-            speakers = data["speakers"]
-            if not isinstance(speakers, list) or not all(isinstance(s, str) for s in speakers):
-                raise KdcacheError(f"{source}: 'speakers' must be a list of strings")
-            return cls(
-                arch=str(data["arch"]),
-                model_args=dict(data["model_args"]),
-                embed_dim=int(data["embed_dim"]),
-                speakers=speakers,
-                features=dict(data["features"]),
-                head_scale=float(head["scale"]),
-                head_margin=float(head.get("margin", 0.2)),
-                extra=dict(data.get("extra", {})),
-            )
-        except KeyError as missing:
-            raise KdcacheError(f"{source}: missing field {missing}") from None
-        except (TypeError, ValueError) as bad:
-            raise KdcacheError(f"{source}: malformed config ({bad})") from None
+        """Parse and validate config.json (every field typed and in range; kdcache.models.config_check)."""
+        from kdcache.models.config_check import parse_model_config
+
+        return parse_model_config(data, source)
 
 
 def sha256_file(path: Path) -> str:
@@ -123,7 +101,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as broken:  # noqa: BLE001 - garbage bytes fail in many ways (KeyError for text files)
         first = str(broken).strip().splitlines()[0] if str(broken).strip() else type(broken).__name__
-        raise KdcacheError(f"{path}: not a readable torch checkpoint ({type(broken).__name__}: {first[:160]})") from None
+        raise KdcacheError(f"{path}: not a readable torch checkpoint ({type(broken).__name__}: {first[:160]})") from broken
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(
@@ -180,7 +158,7 @@ def read_config(model_dir: Path) -> ModelConfig:
     if not path.is_file():
         raise KdcacheError(f"{path}: missing model config (a model directory holds {WEIGHTS_FILE} and {CONFIG_FILE})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as bad:
         raise KdcacheError(f"{path}: invalid JSON ({bad})") from None
     return ModelConfig.from_json(data, str(path))
@@ -197,6 +175,7 @@ def load_model_dir(model_dir: str | Path, map_location: str | torch.device = "cp
     if expected_sha and sha256_file(weights) != expected_sha:
         raise KdcacheError(f"{weights}: sha256 differs from {CONFIG_FILE} (a partial write or a swapped file)")
     load_weights(model, strip_prefix(state), str(weights))
+    check_config_matches_model(config, model, str(model_dir / CONFIG_FILE))
     model.to(map_location).eval()
     return model, config
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kdcache.data.features import FeatureConfig
+from kdcache.data.text import read_text_lines
 from kdcache.errors import KdcacheError
 from kdcache.models import build_model, default_model_args
 from kdcache.models.checkpoint import (
@@ -28,30 +29,36 @@ EXPORTED_SPEAKERS = "speakers.txt"  # written by `kdcache export --format wespea
 
 
 def read_speaker_list(path: Path) -> list[str]:
-    """One speaker id per line (the first field; WeSpeaker's ``spk2id`` lines are ``spk index``)."""
-    if not Path(path).is_file():
-        raise KdcacheError(f"{path}: speaker list not found")
-    speakers = []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    """Speaker ids in class-index order: one per line, either ``speaker`` (the line order is the class
+    order) or WeSpeaker's ``spk2id`` lines ``speaker index`` (the indices, 0 to n-1 once each, give the
+    order). KdcacheError naming the file and line for anything else."""
+    speakers: list[str] = []
+    indices: list[int | None] = []
+    for line_no, line in enumerate(read_text_lines(path, "speaker list"), start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) > 2:
+        if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
             raise KdcacheError(f"{path}:{line_no}: expected 'speaker' or 'speaker index', got {line.strip()!r}")
         speakers.append(fields[0])
+        indices.append(int(fields[1]) if len(fields) == 2 else None)
     if not speakers:
         raise KdcacheError(f"{path}: empty speaker list")
     if len(set(speakers)) != len(speakers):
-        raise KdcacheError(f"{path}: duplicate speaker ids")
+        duplicate = next(s for s in speakers if speakers.count(s) > 1)
+        raise KdcacheError(f"{path}: duplicate speaker id {duplicate!r}")
+    if any(i is not None for i in indices):
+        if None in indices or sorted(indices) != list(range(len(speakers))):  # type: ignore[type-var]
+            raise KdcacheError(f"{path}: the indices must number the {len(speakers)} speakers 0 to "
+                               f"{len(speakers) - 1}, once each, on every line")
+        speakers = [s for _, s in sorted(zip(indices, speakers))]  # type: ignore[arg-type]
     return speakers
 
 
 def speakers_from_utt2spk(path: Path) -> list[str]:
     """The sorted distinct speakers of a Kaldi ``utt2spk`` file: WeSpeaker's class order (``spk2id``)."""
-    if not Path(path).is_file():
-        raise KdcacheError(f"{path}: utt2spk file not found")
     speakers = set()
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text_lines(path, "utt2spk file"), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -113,6 +120,7 @@ def import_wespeaker(
     ``len(speakers)``) are kept, as the other speeds are not speakers.
     """
     checkpoint = Path(checkpoint)
+    out = _empty_out(out)
     state = strip_prefix(load_state_dict_file(checkpoint))
     if speakers is None:
         speakers = read_speaker_list(Path(speakers_file))
@@ -120,6 +128,15 @@ def import_wespeaker(
     args = default_model_args(arch) | dict(model_args or {})
     return _write(state, str(checkpoint), arch, args, speakers, out, FeatureConfig(), 32.0, 0.2,
                   {"file": checkpoint.name, "format": "wespeaker"})
+
+
+def _empty_out(out: str | Path) -> Path:
+    """``out`` if it is absent or an empty folder; an import never overwrites a model."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KdcacheError(f"{out}: exists and is not an empty folder; choose another --out (an import never "
+                           "overwrites a model)")
+    return out
 
 
 def read_wespeaker_config(path: Path) -> Any:
@@ -152,6 +169,7 @@ def import_wespeaker_dir(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise KdcacheError(f"{model_dir}: WeSpeaker model folder not found")
+    out = _empty_out(out)
     config_path = model_dir / WESPEAKER_CONFIG
     weights = model_dir / WESPEAKER_WEIGHTS
     settings = from_wespeaker(read_wespeaker_config(config_path), str(config_path), arch=arch)

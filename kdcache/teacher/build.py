@@ -34,7 +34,7 @@ from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.progress import progress_bar
 from kdcache.teacher.saliency import multi_duration_saliency
-from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate
+from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate, stop_workers
 
 
 @dataclass
@@ -276,13 +276,13 @@ def _run_shards(cfg: BuildConfig, ctx: DistContext, model: torch.nn.Module, writ
     total_rows = sum(sl.stop - sl.start for sl in shard_slices)
     bar = progress_bar(total=total_rows, desc=f"teacher cache (rank {ctx.rank})" if ctx.distributed else "teacher cache",
                unit="row", disable=not cfg.show_progress, mininterval=1.0, dynamic_ncols=True)
+    batches = iter(loader)
     try:
-        loop.run(loader, pending, bar.update)
+        loop.run(batches, pending, bar.update)
     finally:
         bar.close()
+        stop_workers(batches)
     summary.shards_written += loop.shards_written
     summary.bad_rows = len(loop.bad_rows)
     if loop.bad_rows:
         summary.extra["bad_rows"] = loop.bad_rows
-
-

@@ -11,7 +11,6 @@ from kdcache.cache.reader import TeacherCache
 from kdcache.data.augment import Augmenter
 from kdcache.data.corpus import Corpus
 from kdcache.data.datasets import ReplayDataset
-from kdcache.data.features import FeatureConfig
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import load_model_dir
 
@@ -64,7 +63,7 @@ def recompute_rows(
     cached = (cache.settings.get("teacher") or {}).get("weights_sha256")
     if weights and cached and weights != cached:
         raise KdcacheError(f"{teacher_dir}: not the teacher this cache was built with (weights sha256 differs)")
-    features = FeatureConfig.from_dict(cache.settings["features"])
+    features = cache.attributes.features
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(cache), size=min(sample, len(cache)), replace=False))
     recipes = recipe_arrays(cache, corpus, rows)

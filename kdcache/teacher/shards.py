@@ -135,6 +135,16 @@ class ShardLoop:
             pool.shutdown(wait=True)
 
 
+def stop_workers(batches: Iterable[Any]) -> None:
+    """Stop the DataLoader's workers now, in this frame. Left to the iterator's finaliser (the loop
+    breaks after the last shard, with workers still prefetching), a Ctrl-C during their shutdown was
+    printed as an ignored KeyboardInterrupt traceback and the command exited 0; raised here, it reaches
+    the CLI, which says the build was interrupted (exit 130) and a rerun finishes it."""
+    stop = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator only
+    if stop is not None:
+        stop()
+
+
 def _rows_in(layout: CacheLayout, shard: int) -> int:
     rows = layout.shard_slice(shard)
     return rows.stop - rows.start

@@ -154,7 +154,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as broken:  # noqa: BLE001 - any failure is a bad checkpoint file
         raise KdcacheError(
             f"{path}: unreadable training checkpoint ({type(broken).__name__}: {weights_only_reason(broken)})"
-        ) from None
+        ) from broken
 
 
 def fit(

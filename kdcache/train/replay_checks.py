@@ -12,7 +12,6 @@ from kdcache.cache.reader import TeacherCache
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus
 from kdcache.data.datasets import ReplayDataset, waveform_crc
-from kdcache.data.features import FeatureConfig
 from kdcache.errors import KdcacheError
 from kdcache.teacher.recompute import recipe_arrays
 
@@ -49,7 +48,7 @@ def verify_replayed_inputs(cache: TeacherCache, corpus: Corpus, augmenter: Augme
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(cache), size=min(count, len(cache)), replace=False))
     recipes = recipe_arrays(cache, corpus, rows)
-    replay = ReplayDataset(corpus, recipes, FeatureConfig.from_dict(cache.settings["features"]), augmenter)
+    replay = ReplayDataset(corpus, recipes, cache.attributes.features, augmenter)
     for k, row in enumerate(rows):
         if waveform_crc(replay.waveform(k)) != int(recipes["input_crc"][k]):
             utt = corpus.utterances[int(recipes["utterance"][k])]

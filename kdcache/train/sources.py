@@ -21,9 +21,9 @@ from kdcache.cache.sampler import BlockSampler, RestrictedSampler
 from kdcache.data.augment import AugmentConfig
 from kdcache.data.corpus import load_corpus
 from kdcache.data.datasets import loader_settings
-from kdcache.data.features import FeatureConfig
 from kdcache.distill import methods
 from kdcache.errors import KdcacheError
+from kdcache.train.preflight import student_batch_size
 from kdcache.train.replay_checks import augmenter_for, check_corpus_matches, verify_replayed_inputs
 
 
@@ -57,11 +57,13 @@ class CacheSource:
         method.check_fields(self.fields, self.url, self.hints)
         self.corpus = load_corpus(self.data)
         check_corpus_matches(self.cache, self.corpus)
-        self.features = FeatureConfig.from_dict(self.settings["features"])
+        self.features = self.cache.attributes.features
         self.augmenter = augmenter_for(self.augment, self.settings.get("augment"))
         if self.verify_inputs:
             verify_replayed_inputs(self.cache, self.corpus, self.augmenter, self.verify_inputs, seed=self.seed)
         usable = None if self.cache.is_complete else self.cache.done_rows()
+        self.batch_size = student_batch_size(self.batch_size, self.cache,
+                                             len(self.cache) if usable is None else len(usable), self.world_size)
         sampler: Any = BlockSampler(
             len(self.cache) if usable is None else len(usable), self.batch_size,
             block_rows=self.cache.layout.chunk_rows, seed=self.seed, rank=self.rank, world_size=self.world_size,

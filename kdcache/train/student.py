@@ -25,6 +25,7 @@ from kdcache.models.average import average_into
 from kdcache.models.checkpoint import save_trained_model
 from kdcache.train.loop import RunConfig, fit
 from kdcache.train.online import OnlineTeacherSource
+from kdcache.train.preflight import check_output_folder
 from kdcache.train.replay_checks import check_corpus_matches, verify_replayed_inputs  # noqa: F401 - as before
 from kdcache.train.sources import CacheSource
 
@@ -112,6 +113,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     """Train ``cfg.student`` from ``cfg.cache`` with ``cfg.loss``; write a model directory to ``cfg.out``."""
     cfg.check()
     num_avg = cfg.resolved_num_avg()  # checked before anything is written
+    check_output_folder(cfg.out)
     method_cls = methods.get(cfg.loss)
     options = cfg.method_options()
     ctx = init_distributed(cfg.device)
@@ -125,6 +127,7 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
                              world_size=ctx.world_size, augment=cfg.augment, allow_incomplete=cfg.allow_incomplete,
                              verify_inputs=cfg.verify_inputs)
     source.prepare(method_cls)
+    cfg.batch_size = source.batch_size  # rounded to the cache's chunks (with a note), recorded as trained
     teacher = source.teacher
 
     torch.manual_seed(cfg.seed)

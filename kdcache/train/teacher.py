@@ -21,6 +21,7 @@ from kdcache.models import attach_head, build_model
 from kdcache.models.average import average_into
 from kdcache.models.checkpoint import save_trained_model
 from kdcache.train.loop import RunConfig, fit
+from kdcache.train.preflight import check_output_folder
 
 
 class SpeakerClassifier(nn.Module):
@@ -71,6 +72,7 @@ class TeacherTrainConfig(RunConfig):
 def train_teacher(cfg: TeacherTrainConfig) -> Path:
     """Train ``cfg.arch`` on the corpus ``cfg.data``; write a model directory to ``cfg.out``."""
     num_avg = cfg.resolved_num_avg()  # checked before anything is written
+    check_output_folder(cfg.out)
     ctx = init_distributed(cfg.device)
     corpus = load_corpus(cfg.data)
     speakers = corpus.speakers

@@ -151,3 +151,32 @@ def test_cache_and_evaluate_write_their_resolved_settings(tiny_corpus, tiny_teac
     result = run_cli("evaluate", "--config", conf)
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "eval" / "metrics.config.yaml").read_text())["model"] == str(tiny_teacher)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: .nan\n", r"run.yaml: lr: .*is not a finite number"),
+    ("batch-size: 0\n", r"run.yaml: batch-size: .*not in the range 1<=x<=65536"),
+    ("crop_seconds: 1e9\n", r"run.yaml: crop_seconds: .*not in the range 0.1<=x<=60"),
+    ("seed: -1\n", r"run.yaml: seed: "),
+    ("epochs: [1, 2]\n", r"run.yaml: epochs: expected integer, got list"),
+    ("margin: {a: 1}\n", r"run.yaml: margin: expected number, got dict"),
+])
+def test_config_values_pass_the_options_own_checks_naming_file_and_key(tmp_path, text, message):
+    """Before, a YAML .nan or a list reached click's conversion (a list: a TypeError traceback) or the
+    library; now each value is checked with the option's type when the file is read."""
+    conf = tmp_path / "run.yaml"
+    conf.write_text(text)
+    with pytest.raises(KdcacheError, match=message):
+        read_config_file(conf, command("train-teacher"))
+    result = CliRunner().invoke(main, ["train-teacher", "--config", str(conf), "--data", "d", "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith(f"kdcache: error: {conf}: ")
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_config_choice_values_are_checked_too(tmp_path):
+    conf = tmp_path / "cache.yaml"
+    conf.write_text("logits: sparse\n")
+    with pytest.raises(KdcacheError, match=r"cache.yaml: logits: .*'sparse' is not one of"):
+        read_config_file(conf, command("build-teacher-cache"))

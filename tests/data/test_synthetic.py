@@ -173,3 +173,16 @@ def test_test_speaker_offset_must_not_overlap_training(tmp_path: Path) -> None:
         make_synthetic_corpus(tmp_path / "x", speakers=4, test_speaker_offset=3)
     with pytest.raises(KdcacheError, match="test_utterances_per_speaker"):
         make_synthetic_corpus(tmp_path / "y", speakers=4, test_utterances_per_speaker=1)
+
+
+def test_a_corpus_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from kdcache.errors import KdcacheError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    with pytest.raises(KdcacheError, match=r"the corpus needs about .* GiB .* free; choose fewer"):
+        make_synthetic_corpus(tmp_path / "big", speakers=10, utterances_per_speaker=5, seconds=2.0, test_speakers=2)
+    assert not (tmp_path / "big").exists()

@@ -171,3 +171,10 @@ def test_invalid_inputs():
     for fn in bad:
         with pytest.raises(KdcacheError):
             fn()
+
+
+def test_one_class_only_names_the_class_that_is_missing():
+    with pytest.raises(KdcacheError, match="no non-target trials"):
+        compute_eer([0.1, 0.2], [1, 1])
+    with pytest.raises(KdcacheError, match="no target trials"):
+        compute_eer([0.1, 0.2], [0, 0])

@@ -118,6 +118,47 @@ class Inputs:
         zarr.consolidate_metadata(str(self.cache_incomplete))
         self.cache_other = r / "other.zarr"  # an existing cache with other settings, for --out
         shutil.copytree(cache, self.cache_other)
+        # round two (issue 15): documents that parse but break the schema, BOMs, settings that clash
+        self.cache_chunk0 = self._cache_copy("chunk0.zarr", lambda a: a["layout"].update(chunk_rows=0))
+        self.cache_no_features = self._cache_copy("no_features.zarr", lambda a: a.pop("features"))
+        self.cache_scale_str = self._cache_copy("scale_str.zarr", lambda a: a["teacher"].update(scale="32"))
+        self.cache_bad_dtype = r / "bad_dtype.zarr"  # an array's metadata edited to another dtype
+        shutil.copytree(cache, self.cache_bad_dtype)
+        for meta_path in (self.cache_bad_dtype / "zarr.json", self.cache_bad_dtype / "teacher" / "embedding" / "zarr.json"):
+            meta = json.loads(meta_path.read_text())
+            node = meta.get("consolidated_metadata", {}).get("metadata", {}).get("teacher/embedding", meta)
+            node["data_type"] = "float32"
+            meta_path.write_text(json.dumps(meta))
+        self.cache_bad_meta = r / "bad_meta.zarr"  # consolidated array metadata that zarr cannot parse
+        shutil.copytree(cache, self.cache_bad_meta)
+        meta = json.loads((self.cache_bad_meta / "zarr.json").read_text())
+        meta["consolidated_metadata"]["metadata"]["rows/label"]["shape"] = "x"
+        (self.cache_bad_meta / "zarr.json").write_text(json.dumps(meta))
+        self.cache_none_done = r / "none_done.zarr"
+        shutil.copytree(cache, self.cache_none_done)
+        group = zarr.open_group(str(self.cache_none_done), mode="r+", use_consolidated=False)
+        group["progress/done"][:] = False
+        zarr.consolidate_metadata(str(self.cache_none_done))
+        self.model_embed_dim = self._model_copy("model_embed_dim", lambda c: c.update(embed_dim=16))
+        self.model_bins = self._model_copy("model_bins", lambda c: c["features"].update(num_mel_bins=64))
+        self.model_nan_scale = self.root / "model_nan_scale"
+        shutil.copytree(teacher, self.model_nan_scale)
+        text = (self.model_nan_scale / "config.json").read_text()
+        config = json.loads(text)
+        config["head"]["scale"] = float("nan")
+        (self.model_nan_scale / "config.json").write_text(json.dumps(config))  # NaN: Python's JSON extension
+        self.model_bad_weights = self._model_copy("model_bad_weights", lambda c: c["extra"].pop("weights_sha256"))
+        (self.model_bad_weights / "model.pt").write_text("hello")
+        self.model_dup_speakers = self._model_copy("model_dup", lambda c: c.update(speakers=[c["speakers"][0]] * len(c["speakers"])))
+        self.trials_targets_only = r / "trials_targets.txt"
+        self.trials_targets_only.write_text("".join(line + "\n" for line in self.trials.read_text().splitlines()
+                                                    if line.startswith("1 ")))
+        self.speakers_bom = r / "spk2id_bom"
+        self.speakers_bom.write_text("\ufeff" + "".join(f"s{i} {i}\r\n" for i in range(8)), encoding="utf-8")
+        self.speakers_bad_index = r / "spk2id_bad_index"
+        self.speakers_bad_index.write_text("".join(f"s{i} {i + 1}\n" for i in range(8)))
+        self.existing_model = r / "existing_model"
+        shutil.copytree(teacher, self.existing_model)
         self.noise_empty = folder("noise_empty")
         self.noise = corpus / "noise"
         self.out_file_parent = self.a_file / "cache.zarr"
@@ -184,6 +225,10 @@ CASES = [
     # make-synthetic-corpus
     Case("make-synthetic-corpus", "OUT not empty", lambda i: ["make-synthetic-corpus", i.not_a_cache], 2,
          "exists and is not an empty folder"),
+    Case("make-synthetic-corpus", "--utterances-per-speaker 1",
+         lambda i: ["make-synthetic-corpus", i.out, "--utterances-per-speaker", "1"], 2, "2<=x<=1000"),
+    Case("make-synthetic-corpus", "--seconds inf", lambda i: ["make-synthetic-corpus", i.out, "--seconds", "inf"], 2,
+         "--seconds"),
     Case("make-synthetic-corpus", "--speakers 1", lambda i: ["make-synthetic-corpus", i.out, "--speakers", "1"], 2,
          "--speakers"),
     # train-teacher
@@ -206,7 +251,11 @@ CASES = [
     Case("train-teacher", "--model-args unknown key", lambda i: teacher_run(i)[:6] + ['{"width": 4}'] + teacher_run(i)[7:],
          2, "unknown argument(s) width"),
     Case("train-teacher", "--model-args bad value", lambda i: teacher_run(i)[:6] + ['{"hid_dim": -4}'] + teacher_run(i)[7:],
-         2, "must be a positive integer"),
+         2, "must be an integer in [1, 65536]"),
+    Case("train-teacher", "--crop-seconds inf", lambda i: teacher_run(i, "--crop-seconds", "inf"), 2, "finite"),
+    Case("train-teacher", "--grad-clip nan", lambda i: teacher_run(i, "--grad-clip", "nan"), 2, "finite"),
+    Case("train-teacher", "--out inside a file", lambda i: teacher_run(i)[:8] + [i.a_file / "run"] + teacher_run(i)[9:],
+         2, "is a file, not a folder"),
     Case("train-teacher", "--epochs 0", lambda i: teacher_run(i, "--epochs", "0"), 2, "--epochs"),
     Case("train-teacher", "--augment-noise missing", lambda i: teacher_run(i, "--augment-noise", i.root / "nope"), 2,
          "--augment-noise"),
@@ -238,6 +287,17 @@ CASES = [
     Case("evaluate", "--score-norm asnorm without --cohort", lambda i: evaluate(i, "--score-norm", "asnorm"), 2,
          "needs --cohort"),
     Case("evaluate", "--cohort missing", lambda i: evaluate(i, "--cohort", i.root / "nope"), 2, "corpus not found"),
+    Case("evaluate", "config.json embed_dim disagrees with the weights", lambda i: evaluate(i, model=i.model_embed_dim), 2,
+         "config.embed_dim is 16 but the model's embeddings have 32"),
+    Case("evaluate", "config.json num_mel_bins disagrees with the model", lambda i: evaluate(i, model=i.model_bins), 2,
+         "num_mel_bins is 64 but the model takes 80"),
+    Case("evaluate", "config.json head scale NaN", lambda i: evaluate(i, model=i.model_nan_scale), 2,
+         "config.head.scale must be a finite number"),
+    Case("evaluate", "config.json speakers repeated", lambda i: evaluate(i, model=i.model_dup_speakers), 2,
+         "config.speakers lists"),
+    Case("evaluate", "--trials with only target trials", lambda i: evaluate(i, trials=i.trials_targets_only), 2,
+         "no non-target trials"),
+    Case("evaluate", "--top-n huge", lambda i: evaluate(i, "--top-n", "100000000000"), 2, "--top-n"),
     # import-wespeaker
     Case("import-wespeaker", "checkpoint missing", lambda i: wespeaker(i, ckpt=i.root / "nope.pt"), 2,
          "checkpoint file not found"),
@@ -254,6 +314,10 @@ CASES = [
     Case("import-wespeaker", "--arch of other weights",
          lambda i: ["import-wespeaker", i.ckpt, "--arch", "xvector", "--speakers", i.speakers, "--out", i.out], 2,
          "weights do not fit the configured model"),
+    Case("import-wespeaker", "--out holds a model", lambda i: wespeaker(i)[:-1] + [i.existing_model], 2,
+         "exists and is not an empty folder"),
+    Case("import-wespeaker", "--speakers indices not 0..n-1", lambda i: wespeaker(i, speakers=i.speakers_bad_index), 2,
+         "the indices must number the 8 speakers"),
     Case("import-wespeaker", "--model-args of another size", lambda i: wespeaker(i)[:7] + ['{"m_channels": 8}'] + wespeaker(i)[8:],
          2, "wrong shape"),
     # build-teacher-cache
@@ -273,6 +337,15 @@ CASES = [
          lambda i: build(i, "--shard-rows", "20"), 2, "must be a multiple of --chunk-rows"),
     Case("build-teacher-cache", "--ig-durations bad", lambda i: build(i, "--saliency", "--ig-durations", "2,x"), 2,
          "--ig-durations"),
+    Case("build-teacher-cache", "--crop-seconds inf", lambda i: build(i, "--crop-seconds", "inf"), 2,
+         "'inf' is not a finite number"),
+    Case("build-teacher-cache", "--crop-seconds nan", lambda i: build(i, "--crop-seconds", "nan"), 2,
+         "'nan' is not a finite number"),
+    Case("build-teacher-cache", "--crops-per-utt huge", lambda i: build(i, "--crops-per-utt", "1000000000"), 2, "--crops-per-utt"),
+    Case("build-teacher-cache", "--ig-durations inf", lambda i: build(i, "--saliency", "--ig-durations", "2,inf"), 2,
+         "every value must be a finite number"),
+    Case("build-teacher-cache", "--teacher config.json embed_dim disagrees",
+         lambda i: build(i, teacher=i.model_embed_dim), 2, "config.embed_dim is 16"),
     Case("build-teacher-cache", "--logits unknown", lambda i: build(i, "--logits", "int4"), 2, "--logits"),
     # train-student
     Case("train-student", "--cache missing", lambda i: student(i)[:2] + [i.root / "nope.zarr"] + student(i)[3:], 2,
@@ -297,7 +370,28 @@ CASES = [
     Case("train-student", "--batch-size above the rows", lambda i: student(i, "--batch-size", "4096"), 2,
          "--batch-size 4096 is larger"),
     Case("train-student", "--device cuda:7", lambda i: student(i)[:-2] + ["--device", "cuda:7"], 2, "--device cuda"),
-    Case("train-student", "--lr 0", lambda i: student(i, "--lr", "0"), 2, "--lr must be positive"),
+    Case("train-student", "--lr 0", lambda i: student(i, "--lr", "0"), 2, "--lr"),
+    Case("train-student", "--lr nan", lambda i: student(i, "--lr", "nan"), 2, "'nan' is not a finite number"),
+    Case("train-student", "--temperature inf", lambda i: student(i, "--temperature", "inf"), 2, "--temperature"),
+    Case("train-student", "--beta -1", lambda i: student(i, "--beta", "-1"), 2, "--beta"),
+    Case("train-student", "--seed -1", lambda i: student(i, "--seed", "-1"), 2, "--seed"),
+    Case("train-student", "--temperatures nan", lambda i: student(i, "--temperatures", "1,nan"), 2,
+         "every value must be a finite number"),
+    Case("train-student", "--cache layout.chunk_rows 0", lambda i: student(i)[:2] + [i.cache_chunk0] + student(i)[3:], 2,
+         "layout.chunk_rows must be an integer in [1,"),
+    Case("train-student", "--cache without features", lambda i: student(i)[:2] + [i.cache_no_features] + student(i)[3:],
+         2, "attributes.kdcache.features is missing"),
+    Case("train-student", "--cache teacher.scale a string", lambda i: student(i)[:2] + [i.cache_scale_str] + student(i)[3:],
+         2, "teacher.scale must be a finite number"),
+    Case("train-student", "--cache array dtype edited", lambda i: student(i, "--loss", "embedding")[:2] + [i.cache_bad_dtype]
+         + student(i, "--loss", "embedding")[3:], 1, "teacher/embedding has dtype float32, expected float16"),
+    Case("train-student", "--allow-incomplete, no shard done",
+         lambda i: student(i, "--allow-incomplete")[:2] + [i.cache_none_done] + student(i, "--allow-incomplete")[3:], 2,
+         "no shard of the cache is finished"),
+    Case("train-student", "--out inside a file", lambda i: student(i)[:6] + [i.a_file / "run"] + student(i)[7:], 2,
+         "a_file.txt is a file, not a folder; choose another --out"),
+    Case("train-student", "--trials utterance not in --eval-data",
+         lambda i: student(i, "--trials", i.trials_unknown, "--eval-data", i.test), 2, "is not in the corpus"),
     Case("train-student", "--temperatures bad", lambda i: student(i, "--temperatures", "1,two"), 2, "--temperatures"),
     Case("train-student", "--trials without --eval-data", lambda i: student(i, "--trials", i.trials), 2,
          "--trials and --eval-data go together"),
@@ -314,12 +408,19 @@ CASES = [
     Case("cache info", "CACHE a plain zarr group", lambda i: ["cache", "info", i.plain_zarr], 2,
          "not a kdcache cache"),
     Case("cache info", "CACHE format version 99", lambda i: ["cache", "info", i.cache_v99], 2, "version 99"),
+    Case("cache info", "CACHE layout.chunk_rows 0", lambda i: ["cache", "info", i.cache_chunk0], 2, "layout.chunk_rows"),
+    Case("cache info", "CACHE array metadata malformed", lambda i: ["cache", "info", i.cache_bad_meta], 2,
+         "malformed metadata in zarr.json"),
     Case("cache info", "CACHE unreachable URL", lambda i: ["cache", "info", "http://127.0.0.1:9/c.zarr"], 2,
          "cannot reach the cache"),
     Case("cache info", "CACHE unknown protocol", lambda i: ["cache", "info", "ftp2://host/c.zarr"], 2,
          "Protocol not known"),
     Case("cache verify", "--teacher without --data", lambda i: ["cache", "verify", i.cache, "--teacher", i.teacher], 2,
          "--teacher needs --data"),
+    Case("cache verify", "CACHE layout.chunk_rows 0", lambda i: ["cache", "verify", i.cache_chunk0], 2, "layout.chunk_rows"),
+    Case("cache verify", "CACHE array dtype edited", lambda i: ["cache", "verify", i.cache_bad_dtype], 1,
+         "verification failed"),
+    Case("cache verify", "--sample 0", lambda i: ["cache", "verify", i.cache, "--sample", "0"], 2, "--sample"),
     Case("cache verify", "incomplete cache", lambda i: ["cache", "verify", i.cache_incomplete], 1,
          "verification failed"),
     Case("cache pull", "DEST holds other files", lambda i: ["cache", "pull", i.cache, i.not_a_cache, "--no-progress"], 2,

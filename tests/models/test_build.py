@@ -172,3 +172,17 @@ def test_a_float_model_argument_is_checked_as_a_number():
         _check_arg("toy", "dropout", "x", 0.5)
     with pytest.raises(KdcacheError, match="must be a finite number"):
         _check_arg("toy", "dropout", True, 0.5)
+
+
+def test_arguments_too_large_are_one_line_errors(monkeypatch):
+    import kdcache.models as models
+
+    with pytest.raises(KdcacheError, match=r"argument embed_dim=1000000000 must be an integer in \[1, 65536\]"):
+        models.build_model("xvector", embed_dim=10**9)
+
+    def no_memory(**kwargs):  # what torch's allocator raises for weights larger than the machine
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 34359738368 bytes")
+
+    monkeypatch.setitem(models._REGISTRY, "xvector", (no_memory, models._REGISTRY["xvector"][1]))
+    with pytest.raises(KdcacheError, match="need more memory than this machine has"):
+        models.build_model("xvector", hid_dim=65536)

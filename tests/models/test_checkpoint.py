@@ -103,7 +103,7 @@ def test_a_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.pop("arch"), "missing field"),
+        (lambda d: d.pop("arch"), "config.arch is missing"),
         (lambda d: d.update(kdcache_model_format=99), "version"),
         (lambda d: d.update(arch="resnet9000"), "resnet9000"),
         (lambda d: d.update(speakers="abc"), "speakers"),

@@ -143,3 +143,20 @@ def test_a_bare_checkpoint_takes_speakers_from_utt2spk_too(tmp_path):
     result = run("import-wespeaker", folder / "avg_model.pt", "--utt2spk", tmp_path / "utt2spk",
                  "--out", tmp_path / "out2")
     assert result.exit_code == 2 and "needs --arch" in result.stderr and not (tmp_path / "out2").exists()
+
+
+def test_a_folder_import_never_overwrites_a_model_and_reads_utt2spk_with_a_bom(tmp_path):
+    """The MODEL_DIR form refuses a non-empty --out as the bare-checkpoint form does (issue 15), and its
+    --utt2spk goes through the one text reader (a BOM and CR LF line ends are removed)."""
+    folder, _ = make_folder(tmp_path / "ws", rows=12)
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_bytes(b"\xef\xbb\xbf" + utt2spk.read_text().replace("\n", "\r\n").encode())
+    out = tmp_path / "teacher"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier model")
+    result = run("import-wespeaker", folder, "--utt2spk", utt2spk, "--out", out)
+    assert result.exit_code == 2 and "exists and is not an empty folder" in result.stderr, result.output
+    assert (out / "model.pt").read_bytes() == b"an earlier model"
+    result = run("import-wespeaker", folder, "--utt2spk", utt2spk, "--out", tmp_path / "fresh")
+    assert result.exit_code == 0, result.output
+    assert load_model_dir(tmp_path / "fresh")[1].speakers == sorted(SPEAKERS)
