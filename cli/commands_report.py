@@ -40,7 +40,7 @@ def demo_cmd(out: Path, fast: bool, stage: int, stop_stage: int) -> None:
 
     \b
     Each stage is skipped when its output is complete: a killed run resumes when run again.
-    About 13 minutes on 2 idle cores (--fast: 2-3). OUT must be new, empty, or an earlier demo.
+    About 12.5-14 minutes on 2 idle cores (estimated; --fast: about 2.5). OUT must be new, empty, or an earlier demo.
     """
     from kdcache.report.build import REPORT_MD
     from kdcache.workflows.demo import STAGES, run_demo
