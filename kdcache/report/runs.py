@@ -20,7 +20,8 @@ from kdcache.models.checkpoint import CONFIG_FILE, ModelConfig, read_config
 METRICS_FILE = "metrics.json"
 TRAIN_LOG = "train_log.jsonl"
 
-# The options of each loss that set it apart (shown in the table's settings column).
+# The options of each loss that set it apart in runs recorded before the methods registry (newer runs
+# record their method's options as ``loss_options``).
 LOSS_SETTINGS = {
     "ce": (),
     "embedding": ("kd_weight",),
@@ -137,7 +138,7 @@ def load_run(path: str | Path) -> RunRecord:
     is_student = "cache_fingerprint" in config.extra
     if is_student:
         loss = str(training.get("loss", metrics.get("loss", "?")))
-        settings = {k: training[k] for k in LOSS_SETTINGS.get(loss, ()) if k in training}
+        settings = _loss_settings(loss, training)
         recipe = {k: training[k] for k in RECIPE_KEYS if k in training}
         recipe["cache"] = str(config.extra.get("cache_fingerprint", ""))[:12]
         corpus_id = _student_corpus_id(config.extra.get("cache"), training.get("data"))
@@ -154,6 +155,16 @@ def load_run(path: str | Path) -> RunRecord:
         corpus_id=corpus_id, config=config, scores=scores if scores and scores.is_file() else None,
         train_log=read_train_log(path / TRAIN_LOG), cache=config.extra.get("cache") if is_student else None,
     )
+
+
+def _loss_settings(loss: str, training: dict[str, Any]) -> dict[str, Any]:
+    """The options that set a student's loss apart: the method's options as the trainer recorded them
+    (``loss_options``), less those left unset (None: resolved during the run) and switched-off flags.
+    Runs from before the methods registry recorded the options as flat fields of ``training``."""
+    recorded = training.get("loss_options")
+    if isinstance(recorded, dict):
+        return {k: v for k, v in recorded.items() if v is not None and v is not False}
+    return {k: training[k] for k in LOSS_SETTINGS.get(loss, ()) if k in training}
 
 
 def load_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:

@@ -59,6 +59,18 @@ def test_rows_fold_seeds_with_t_intervals_and_the_change_against_ce(tmp_path, tr
     assert "det_1.png" in md
 
 
+def test_settings_are_the_recorded_method_options_without_unset_ones(tmp_path, trials):
+    """train-student records its method's options; None (resolved in the run) once showed as 'alpha None'."""
+    options = {"loss_options": {"temperature": 2.0, "alpha": 1.0, "beta": 8.0, "kd_warmup_epochs": None,
+                                "teacher_margin": None, "logit_stand": False}, "alpha": None, "kd_weight": None}
+    plain = _seeds(tmp_path, trials, "dkd", "dkd", [0.02], options)
+    stand = _seeds(tmp_path, trials, "dkd-ls", "dkd", [0.03],
+                   {**options, "loss_options": {**options["loss_options"], "logit_stand": True}})
+    report = build_report([*plain, *stand], tmp_path / "report")
+    assert sorted(row.settings for row in report.tables[0].rows) == ["T 2, alpha 1, beta 8",
+                                                                      "T 2, alpha 1, beta 8, logit_stand True"]
+
+
 def test_different_trial_lists_make_separate_tables_that_say_why(tmp_path, trials):
     other = tmp_path / "other_trials.txt"
     other.write_text("1 x y\n0 x z\n")
