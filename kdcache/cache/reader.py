@@ -198,7 +198,13 @@ class TeacherCache:
         return self._memo["head"]
 
     def done(self) -> np.ndarray:
-        """[num_shards] bool: progress/done (an unreadable entry counts as not done)."""
+        """[num_shards] bool: progress/done (an unreadable entry counts as not done).
+
+        A cache whose root says ``complete`` (written last by the build's finalize, and by ``push``
+        after every done object) has every shard done: the per-shard objects are not read, which would
+        cost one request each (2,442 at 10M rows). ``cache verify`` still reads them all."""
+        if self.settings.get("complete") is True:
+            return np.ones(self.layout.num_shards, dtype=bool)
         try:
             return read_done(self.array(sc.DONE))
         except KdcacheError:

@@ -331,6 +331,8 @@ class CacheWriter:
             else:
                 out |= encode(sc.output(key), value, lay, f"{self.path}: teacher {key} for shard {s}")
 
+        if self.settings.get("complete"):
+            self._publish(complete=False)  # readers trust `complete` instead of the flags: withdraw it first
         done = self._array(sc.DONE)
         if done[s]:
             done[s] = False  # a rewrite in progress must not look done if it is interrupted

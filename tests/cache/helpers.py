@@ -78,6 +78,18 @@ def build(
     return writer
 
 
+def set_done(path: Path, shards: Any, done: bool) -> None:
+    """Set progress/done[shards] of a local cache, and its root's ``complete`` as a build would leave it
+    (complete only when every shard is done): a cache killed mid-build, or finished after all."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    group["progress/done"][shards] = done
+    complete = bool(np.asarray(group["progress/done"][:], dtype=bool).all())
+    group.attrs["kdcache"] = {**group.attrs["kdcache"], "complete": complete}
+    zarr.consolidate_metadata(str(path))
+
+
 if __name__ == "__main__":  # python -m tests.cache.helpers PATH RANK WORLD: write this rank's shards
     path, rank, world = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     w = CacheWriter.open_for_resume(path)

@@ -145,3 +145,40 @@ def test_two_writer_processes_equal_one_writer(tmp_path: Path) -> None:
         got, want = b.read([name], slice(None))[name], a.read([name], slice(None))[name]
         np.testing.assert_array_equal(got, want, err_msg=name)
     assert b.is_complete
+
+
+def test_a_complete_cache_is_read_without_its_done_objects(tmp_path: Path) -> None:
+    """`complete` (written last) stands for every flag: opening a 10M-row cache over S3 would otherwise
+    read 2,442 done objects. `cache verify` still reads the flags themselves."""
+    from kdcache.cache.verify import verify_cache
+
+    path, lay = tmp_path / "c.zarr", small_layout(num_rows=700)
+    build(path, lay)
+    for f in (path / "progress" / "done" / "c").iterdir():
+        f.unlink()  # not read any more when the root says complete
+    c = TeacherCache.open(path)
+    assert c.is_complete and c.missing_shards() == []
+    assert c.logits(np.arange(0, 700, 50)).shape == (14, 37)
+    report = verify_cache(path)
+    assert not report.ok and report.shards_done == 0
+
+
+def test_rewriting_a_shard_of_a_complete_cache_withdraws_complete_first(tmp_path: Path, monkeypatch) -> None:
+    path, lay = tmp_path / "c.zarr", small_layout(num_rows=700)
+    build(path, lay)
+    w = CacheWriter.open_for_resume(path)
+    array = w._array
+
+    def disk_full(name: str):
+        if name == sc.EMBEDDING:
+            raise OSError("No space left on device")
+        return array(name)
+
+    monkeypatch.setattr(w, "_array", disk_full)
+    with pytest.raises(OSError):
+        w.write_shard(2, shard_arrays(lay, 2, seed=1))  # the rewrite dies halfway
+    c = TeacherCache.open(path)
+    assert c.settings["complete"] is False and c.missing_shards() == [2]
+    monkeypatch.undo()
+    w.write_shard(2, shard_arrays(lay, 2, seed=1))
+    assert w.finalize() is True and TeacherCache.open(path).is_complete

@@ -18,6 +18,7 @@ import pytest
 import torch
 import zarr
 
+from tests.cache.helpers import set_done
 from tests.faults.conftest import STUDENT_ARGS, Result, build_cache, one_line_error, run_cli
 
 
@@ -113,9 +114,7 @@ class Inputs:
         (self.cache_bad_json / "zarr.json").write_text("{garbage")
         self.cache_incomplete = r / "incomplete.zarr"
         shutil.copytree(cache, self.cache_incomplete)
-        group = zarr.open_group(str(self.cache_incomplete), mode="r+", use_consolidated=False)
-        group["progress/done"][2] = False
-        zarr.consolidate_metadata(str(self.cache_incomplete))
+        set_done(self.cache_incomplete, 2, False)
         self.cache_other = r / "other.zarr"  # an existing cache with other settings, for --out
         shutil.copytree(cache, self.cache_other)
         # round two (issue 15): documents that parse but break the schema, BOMs, settings that clash
@@ -136,9 +135,7 @@ class Inputs:
         (self.cache_bad_meta / "zarr.json").write_text(json.dumps(meta))
         self.cache_none_done = r / "none_done.zarr"
         shutil.copytree(cache, self.cache_none_done)
-        group = zarr.open_group(str(self.cache_none_done), mode="r+", use_consolidated=False)
-        group["progress/done"][:] = False
-        zarr.consolidate_metadata(str(self.cache_none_done))
+        set_done(self.cache_none_done, slice(None), False)
         self.model_embed_dim = self._model_copy("model_embed_dim", lambda c: c.update(embed_dim=16))
         self.model_bins = self._model_copy("model_bins", lambda c: c["features"].update(num_mel_bins=64))
         self.model_nan_scale = self.root / "model_nan_scale"

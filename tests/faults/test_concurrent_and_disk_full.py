@@ -22,6 +22,7 @@ from zarr.storage import LocalStore
 from kdcache.cache import TeacherCache, verify_cache
 from kdcache.cache.writer import build_lock
 from kdcache.errors import KdcacheError
+from tests.cache.helpers import set_done
 from tests.faults.conftest import BUILD_ARGS, REPO, build_cache, one_line_error, run_cli
 
 ARRAYS = ["rows/utterance", "rows/start", "rows/aug_seed", "rows/input_crc", "teacher/logits", "teacher/embedding",
@@ -138,6 +139,7 @@ def test_an_empty_progress_entry_left_by_a_full_disk_counts_as_not_done(fault_ca
 
     copy = tmp_path / "c.zarr"
     shutil.copytree(fault_cache, copy)
+    set_done(copy, 1, False)  # the root of a cache being written does not say complete
     (copy / "progress" / "done" / "c" / "1").write_bytes(b"")
     writer = CacheWriter.open_for_resume(copy)
     assert writer.pending_shards() == [1]

@@ -14,6 +14,7 @@ import kdcache.cache.pull as pull_module
 from kdcache.cache import TeacherCache
 from kdcache.cache.pull import STATE_FILE, pull_cache
 from kdcache.errors import KdcacheError
+from tests.cache.helpers import set_done
 from tests.faults.conftest import one_line_error, run_cli
 from tests.faults.flaky_server import flaky_server
 
@@ -104,17 +105,14 @@ def test_a_damaged_source_fails_naming_the_shard_and_a_fixed_source_pulls_again(
 def test_an_incomplete_source_gives_its_finished_shards_then_the_rest(fault_cache, tmp_path):
     source = tmp_path / "src.zarr"
     shutil.copytree(fault_cache, source)
-    group = zarr.open_group(str(source), mode="r+", use_consolidated=False)
-    group["progress/done"][1] = False
-    zarr.consolidate_metadata(str(source))
+    set_done(source, 1, False)
     dest = tmp_path / "copy.zarr"
     result = run_cli("cache", "pull", source, dest, "--no-progress")
     assert result.code == 0, result.stderr
     assert "1 unfinished shard(s)" in result.stdout
     assert not (dest / "teacher" / "logits" / "c" / "1").exists()  # a shard in progress is not copied
     assert TeacherCache.open(dest).missing_shards() == [1]
-    group["progress/done"][1] = True
-    zarr.consolidate_metadata(str(source))
+    set_done(source, 1, True)
     report = pull_cache(source, dest)
     assert report.damage == [] and report.shards_not_done == []
     assert_same_cache(dest, fault_cache)

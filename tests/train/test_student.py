@@ -114,13 +114,11 @@ def test_a_corpus_that_differs_from_the_cache_manifest_lists_the_differences(cac
 
 
 def test_an_incomplete_cache_is_refused_unless_allowed(caches, tiny_corpus, tmp_path):
-    import zarr
+    from tests.cache.helpers import set_done
 
     partial = tmp_path / "partial.zarr"
     shutil.copytree(caches["dense"], partial)
-    group = zarr.open_group(str(partial), mode="r+", use_consolidated=False)
-    group["progress/done"][1] = False
-    zarr.consolidate_metadata(str(partial))
+    set_done(partial, 1, False)
     with pytest.raises(KdcacheError, match="incomplete.*--allow-incomplete"):
         run_student(partial, tiny_corpus, tmp_path / "s", "ce", epochs=1)
     run_student(partial, tiny_corpus, tmp_path / "s2", "ce", epochs=1, allow_incomplete=True)
