@@ -29,10 +29,10 @@ def _child(steps: int, cli_args: list[str]) -> None:
     """Run train-student in this process with the block sampler cut to `steps` batches."""
     import resource
 
-    import kdcache.train.student as student
+    import kdcache.train.sources as sources
     from cli.main import main as cli_main
 
-    class FirstBatches(student.BlockSampler):
+    class FirstBatches(sources.BlockSampler):
         def __len__(self) -> int:
             return min(steps, super().__len__())
 
@@ -40,9 +40,12 @@ def _child(steps: int, cli_args: list[str]) -> None:
             for k, rows in enumerate(super().__iter__()):
                 if k >= steps:
                     return
+                served[0] += 1
                 yield rows
 
-    student.BlockSampler = FirstBatches
+    served = [0]  # batches handed to the DataLoader: shows the cut took hold
+
+    sources.BlockSampler = FirstBatches
     code = 0
     try:
         cli_main.main(args=cli_args, standalone_mode=False)
@@ -51,7 +54,7 @@ def _child(steps: int, cli_args: list[str]) -> None:
     status = Path("/proc/self/status").read_text()
     hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print("MEMORY " + json.dumps({"main_kb": hwm, "worker_kb": kids, "exit": code}), flush=True)
+    print("MEMORY " + json.dumps({"main_kb": hwm, "worker_kb": kids, "exit": code, "batches": served[0]}), flush=True)
 
 
 def _tree_rss_kb(pid: int) -> int:
@@ -94,6 +97,9 @@ def run_train(steps: int, cli_args: list[str], log: Path) -> dict:
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"train-student failed ({proc.returncode}); see {log}:\n{Path(log).read_text()[-2000:]}")
     res = json.loads(line[len("MEMORY "):])
+    if res["batches"] != steps:
+        raise RuntimeError(f"train-student ran {res['batches']} batches instead of {steps}: the sampler was not cut; "
+                           f"see {log}")
     res["tree_peak_kb"] = peak
     res["seconds"] = time.perf_counter() - t0
     return res

@@ -101,10 +101,11 @@ def test_every_benchmark_has_quick_and_writes_json(script):
 
 def test_scale_benchmark_tiny(tmp_path):
     doc = _run("scale.py", tmp_path, "--sizes", "640,1280", "--modes", "factorized", "--batches", "2",
-               "--repeats", "1", "--skip-train")
+               "--repeats", "1", "--steps", "2")
     res = doc["results"]["factorized"]
     assert set(res) == {"640", "1280"}
     for n, r in res.items():
         assert r["verify_rows_per_s"] > 0 and r["reader_rows_per_s"] > 0 and r["bytes"] > 0
+        assert r["train"]["batches"] == 2 and r["train"]["main_kb"] > 0  # train-student cut to 2 steps
     assert res["1280"]["bytes"] > res["640"]["bytes"]
     assert any(g["measure"] == "reader rows/s" for g in doc["goals"])
