@@ -41,7 +41,7 @@ def label_space(corpus: Corpus | list[Corpus], num_classes: int = VOX2_SPEAKERS)
     """num_classes sorted speaker ids: the corpus's (or corpora's) speakers plus padding speakers (a teacher
     trained on VoxCeleb2 knows 5994 speakers; the corpora here have a few dozen of them)."""
     corpora = corpus if isinstance(corpus, list) else [corpus]
-    real = sorted({u.speaker for c in corpora for u in c.utterances})
+    real = sorted({s for c in corpora for s in c.speakers})
     if len(real) > num_classes:
         raise ValueError(f"{len(real)} corpus speakers > {num_classes} classes")
     pad = [f"zz_pad{i:05d}" for i in range(num_classes - len(real))]
@@ -108,7 +108,7 @@ def write_cache(path: Path, data: Path, spec: CacheSpec, values: Any = None) -> 
     features = FeatureConfig()
     speakers = label_space(corpus, spec.num_classes)
     index = {s: i for i, s in enumerate(speakers)}
-    utt_labels = np.array([index[u.speaker] for u in corpus.utterances], dtype=np.int64)
+    utt_labels = np.array([index[s] for s in corpus.utterance_speakers], dtype=np.int64)
     plan = CropPlan(spec.crop_seconds, spec.crops_per_utt, spec.seed)
     frames = features.frames_for_seconds(spec.crop_seconds)
     rows = plan_rows(corpus.num_samples, plan, features.crop_num_samples(spec.crop_seconds))
@@ -129,8 +129,8 @@ def write_cache(path: Path, data: Path, spec: CacheSpec, values: Any = None) -> 
     head = random_head(spec.num_classes, spec.embed_dim, spec.seed)
     labels = utt_labels[rows.utterance]
     writer = CacheWriter.create(
-        path, layout, speakers=speakers, utterance_ids=[u.id for u in corpus.utterances],
-        utterance_speakers=[u.speaker for u in corpus.utterances], utterance_num_samples=corpus.num_samples,
+        path, layout, speakers=speakers, utterance_ids=corpus.ids,
+        utterance_speakers=corpus.utterance_speakers, utterance_num_samples=corpus.num_samples,
         rows={"utterance": rows.utterance, "start": rows.start, "num_samples": rows.num_samples,
               "label": labels, "aug_seed": rows.aug_seed},
         head=head, attrs=attrs,

@@ -47,7 +47,7 @@ def make_scaled_corpus(base: Path, out: Path, num_utts: int) -> Path:
         return out
     from kdcache.data.corpus import load_corpus
 
-    real = load_corpus(base).utterances
+    real = list(load_corpus(base))
     out.mkdir(parents=True, exist_ok=True)
     scp, u2s = [], []
     for i in range(num_utts):

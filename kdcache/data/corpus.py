@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -44,31 +44,86 @@ class Utterance:
     num_samples: int
 
 
-class Corpus:
-    """An ordered list of utterances; sorted speaker ids define the class indices."""
+class StringColumn:
+    """Strings stored as one UTF-8 buffer plus offsets: no Python object per entry.
 
-    def __init__(self, root: Path, utterances: Sequence[Utterance]) -> None:
-        self.root = Path(root)
-        self.utterances: list[Utterance] = list(utterances)
-        self._index: dict[str, int] = {}
-        for i, u in enumerate(self.utterances):
-            if u.id in self._index:
-                raise KdcacheError(f"{self.root}: duplicate utterance id {u.id!r}")
-            self._index[u.id] = i
-        self.speakers: list[str] = sorted({u.speaker for u in self.utterances})
-        self._speaker_index = {s: i for i, s in enumerate(self.speakers)}
+    A million utterance ids or paths as Python strings inside ``Utterance`` objects cost ~1 kB each, and
+    a forked DataLoader worker copies every page of them once its garbage collector walks them
+    (copy-on-write); one buffer is never touched by the collector.
+    """
+
+    def __init__(self, strings: Iterable[str]) -> None:
+        encoded = [x.encode("utf-8") for x in strings]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._buffer = b"".join(encoded)
 
     def __len__(self) -> int:
-        return len(self.utterances)
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self._buffer[self._offsets[i]:self._offsets[i + 1]].decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        off, buf = self._offsets, self._buffer
+        return (buf[off[i]:off[i + 1]].decode("utf-8") for i in range(len(self)))
+
+
+class Corpus:
+    """An ordered list of utterances; sorted speaker ids define the class indices.
+
+    Stored column by column (ids, paths, speaker indices, lengths), so a corpus of a million utterances
+    takes ~150 MB and no per-utterance Python objects; ``corpus[i]`` and iteration build ``Utterance``
+    values on demand. Ids are found by binary search over their sorted order.
+    """
+
+    def __init__(self, root: Path, utterances: Iterable[Utterance]) -> None:
+        ids, paths, speakers, lengths = [], [], [], []
+        for u in utterances:
+            ids.append(u.id)
+            paths.append(str(u.path))
+            speakers.append(u.speaker)
+            lengths.append(u.num_samples)
+        self.root = Path(root)
+        self.speakers: list[str] = sorted(set(speakers))
+        self._speaker_index = {s: i for i, s in enumerate(self.speakers)}
+        self._speaker = np.array([self._speaker_index[x] for x in speakers], dtype=np.int32)
+        self._num_samples = np.array(lengths, dtype=np.int64)
+        self._num_samples.flags.writeable = False
+        self._ids = StringColumn(ids)
+        self._paths = StringColumn(paths)
+        self._order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        for a, b in zip(self._order[:-1], self._order[1:]):
+            if ids[a] == ids[b]:
+                raise KdcacheError(f"{self.root}: duplicate utterance id {ids[a]!r}")
+
+    def __len__(self) -> int:
+        return len(self._num_samples)
 
     def __iter__(self) -> Iterator[Utterance]:
-        return iter(self.utterances)
+        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, i: int) -> Utterance:
-        return self.utterances[i]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"utterance {i} of a corpus of {len(self)}")
+        i = int(i) % len(self)
+        return Utterance(self._ids[i], Path(self._paths[i]), self.speakers[self._speaker[i]],
+                         int(self._num_samples[i]))
+
+    def _find(self, utt_id: str) -> int | None:
+        lo, hi = 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._ids[int(self._order[mid])] < utt_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self) and self._ids[int(self._order[lo])] == utt_id:
+            return int(self._order[lo])
+        return None
 
     def __contains__(self, utt_id: object) -> bool:
-        return utt_id in self._index
+        return isinstance(utt_id, str) and self._find(utt_id) is not None
 
     def __repr__(self) -> str:
         return (f"Corpus(root={str(self.root)!r}, utterances={len(self)}, "
@@ -76,14 +131,18 @@ class Corpus:
 
     def index(self, utt_id: str) -> int:
         """Position of utterance ``utt_id``; KdcacheError if absent."""
-        try:
-            return self._index[utt_id]
-        except KeyError:
-            raise KdcacheError(f"{self.root}: no utterance {utt_id!r} in the corpus") from None
+        i = self._find(utt_id)
+        if i is None:
+            raise KdcacheError(f"{self.root}: no utterance {utt_id!r} in the corpus")
+        return i
 
     def by_id(self, utt_id: str) -> Utterance:
         """The utterance with id ``utt_id``; KdcacheError if absent."""
-        return self.utterances[self.index(utt_id)]
+        return self[self.index(utt_id)]
+
+    def path(self, i: int) -> Path:
+        """The audio file of utterance ``i``."""
+        return Path(self._paths[i])
 
     def speaker_index(self, speaker: str) -> int:
         """Class index of ``speaker`` (its position in the sorted speaker list)."""
@@ -94,17 +153,22 @@ class Corpus:
 
     @property
     def ids(self) -> list[str]:
-        return [u.id for u in self.utterances]
+        return list(self._ids)
+
+    @property
+    def utterance_speakers(self) -> list[str]:
+        """[U] speaker id of each utterance."""
+        return [self.speakers[k] for k in self._speaker]
 
     @property
     def labels(self) -> np.ndarray:
         """[U] int64 class index of each utterance."""
-        return np.array([self._speaker_index[u.speaker] for u in self.utterances], dtype=np.int64)
+        return self._speaker.astype(np.int64)
 
     @property
     def num_samples(self) -> np.ndarray:
-        """[U] int64 length of each utterance in samples."""
-        return np.array([u.num_samples for u in self.utterances], dtype=np.int64)
+        """[U] int64 length of each utterance in samples (read-only)."""
+        return self._num_samples
 
     def manifest_sha256(self) -> str:
         """sha256 (hex) over ``(id, speaker, num_samples)`` in order.
@@ -112,22 +176,20 @@ class Corpus:
         Paths are left out, so a moved or copied corpus keeps its hash.
         """
         h = hashlib.sha256()
-        for u in self.utterances:
-            h.update(json.dumps([u.id, u.speaker, u.num_samples], ensure_ascii=True).encode())
+        for utt_id, k, n in zip(self._ids, self._speaker, self._num_samples):
+            h.update(json.dumps([utt_id, self.speakers[k], int(n)], ensure_ascii=True).encode())
             h.update(b"\n")
         return h.hexdigest()
 
     def subset(self, keep: Iterable[str] | Callable[[Utterance], bool]) -> Corpus:
         """The utterances whose id is in ``keep`` (or for which ``keep(u)`` is true), in order."""
         if callable(keep):
-            chosen = [u for u in self.utterances if keep(u)]
-        else:
-            wanted = set(keep)
-            missing = wanted - self._index.keys()
-            if missing:
-                raise KdcacheError(f"{self.root}: no utterance {sorted(missing)[0]!r} in the corpus")
-            chosen = [u for u in self.utterances if u.id in wanted]
-        return Corpus(self.root, chosen)
+            return Corpus(self.root, (u for u in self if keep(u)))
+        wanted = set(keep)
+        missing = sorted(u for u in wanted if u not in self)
+        if missing:
+            raise KdcacheError(f"{self.root}: no utterance {missing[0]!r} in the corpus")
+        return Corpus(self.root, (u for u in self if u.id in wanted))
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:

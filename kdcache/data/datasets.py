@@ -29,8 +29,7 @@ def replay_waveform(
     augmenter: Augmenter | None,
 ) -> np.ndarray:
     """The exact waveform of a crop recipe: the crop (tiled if short), then the seeded augmentation."""
-    utt = corpus.utterances[utterance]
-    wave = read_crop(utt.path, int(start), int(num_samples))
+    wave = read_crop(corpus.path(utterance), int(start), int(num_samples))
     if augmenter is not None:
         wave = augmenter.apply(wave, int(aug_seed))
     return wave
@@ -89,7 +88,7 @@ class RandomCropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         u = index % len(self.corpus)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        length = self.corpus.utterances[u].num_samples
+        length = int(self.corpus.num_samples[u])
         start = int(rng.integers(0, max(length - self.crop_samples, 0) + 1))
         aug_seed = int(rng.integers(0, 2**63 - 1))
         fbank, _ = crop_features(self.corpus, u, start, self.crop_samples, aug_seed, self.augmenter, self.features)

@@ -30,7 +30,7 @@ def extract_embeddings(
     Returns ``(ids, embeddings [N, D] float32 on CPU)`` in the order of ``ids`` (default: corpus order).
     """
     model.eval()
-    ids = list(ids) if ids is not None else [u.id for u in corpus.utterances]
+    ids = list(ids) if ids is not None else corpus.ids
     by_length: dict[int, list[int]] = defaultdict(list)
     for position, utt_id in enumerate(ids):
         by_length[corpus.by_id(utt_id).num_samples].append(position)

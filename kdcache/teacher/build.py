@@ -77,14 +77,15 @@ class BuildSummary:
 def teacher_labels(corpus: Corpus, teacher_speakers: list[str], allow_unknown: bool) -> np.ndarray:
     """[U] label of each utterance in the teacher's label space; -1 for unknown speakers if allowed."""
     index = {s: i for i, s in enumerate(teacher_speakers)}
-    unknown = sorted({u.speaker for u in corpus.utterances} - set(index))
+    unknown = sorted(set(corpus.speakers) - set(index))
     if unknown and not allow_unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise KdcacheError(
             f"{len(unknown)} corpus speaker(s) are not in the teacher's speaker list ({shown}); "
             "pass --allow-unknown-speakers to cache them with label -1"
         )
-    return np.array([index.get(u.speaker, -1) for u in corpus.utterances], dtype=np.int64)
+    label_of = np.array([index.get(s, -1) for s in corpus.speakers], dtype=np.int64)
+    return label_of[corpus.labels]
 
 
 def teacher_features(tconf: ModelConfig) -> FeatureConfig:
@@ -243,8 +244,8 @@ def _open_writer(cfg, ctx: DistContext, layout, speakers: list[str], corpus: Cor
         return CacheWriter.create(
             cfg.out, layout,
             speakers=list(speakers),
-            utterance_ids=[u.id for u in corpus.utterances],
-            utterance_speakers=[u.speaker for u in corpus.utterances],
+            utterance_ids=corpus.ids,
+            utterance_speakers=corpus.utterance_speakers,
             utterance_num_samples=corpus.num_samples,
             rows=recipe_arrays, head=head, attrs=attrs, overwrite=cfg.overwrite,
         )

@@ -20,15 +20,15 @@ def check_corpus_matches(cache: TeacherCache, corpus: Corpus, limit: int = 5) ->
     """Refuse a corpus whose utterance ids, order or lengths differ from the cache's manifest."""
     ids, _, lengths = cache.utterances()
     problems: list[str] = []
-    corpus_ids = [u.id for u in corpus.utterances]
+    corpus_ids = corpus.ids
     if len(ids) != len(corpus_ids):
         problems.append(f"{len(ids)} utterances in the cache, {len(corpus_ids)} in the corpus")
     cached = {u: int(n) for u, n in zip(ids, lengths)}
-    for utt in corpus.utterances:
-        if utt.id not in cached:
-            problems.append(f"{utt.id} is not in the cache")
-        elif cached[utt.id] != utt.num_samples:
-            problems.append(f"{utt.id} has {utt.num_samples} samples, the cache recorded {cached[utt.id]}")
+    for utt_id, num_samples in zip(corpus_ids, corpus.num_samples):
+        if utt_id not in cached:
+            problems.append(f"{utt_id} is not in the cache")
+        elif cached[utt_id] != num_samples:
+            problems.append(f"{utt_id} has {num_samples} samples, the cache recorded {cached[utt_id]}")
         if len(problems) >= limit:
             break
     present = set(corpus_ids)
@@ -51,9 +51,9 @@ def verify_replayed_inputs(cache: TeacherCache, corpus: Corpus, augmenter: Augme
     replay = ReplayDataset(corpus, recipes, cache.attributes.features, augmenter)
     for k, row in enumerate(rows):
         if waveform_crc(replay.waveform(k)) != int(recipes["input_crc"][k]):
-            utt = corpus.utterances[int(recipes["utterance"][k])]
+            path = corpus.path(int(recipes["utterance"][k]))
             raise KdcacheError(
-                f"row {int(row)}: the replayed input differs from the teacher's (audio {utt.path} changed since "
+                f"row {int(row)}: the replayed input differs from the teacher's (audio {path} changed since "
                 "the cache was built, or the augmentation sets differ)"
             )
     return len(rows)

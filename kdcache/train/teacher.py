@@ -79,7 +79,7 @@ def train_teacher(cfg: TeacherTrainConfig) -> Path:
     if len(speakers) < 2:
         raise KdcacheError(f"{cfg.data}: needs at least 2 speakers to train a classifier, found {len(speakers)}")
     label_of = {s: i for i, s in enumerate(speakers)}
-    labels = [label_of[u.speaker] for u in corpus.utterances]
+    labels = [label_of[s] for s in corpus.utterance_speakers]
     crop_samples = cfg.features.crop_num_samples(cfg.crop_seconds)
     augmenter = Augmenter(cfg.augment) if cfg.augment is not None else None
     dataset = RandomCropDataset(

@@ -135,3 +135,29 @@ def test_corpus_rejects_duplicate_ids(tmp_path: Path) -> None:
     u = Utterance("a", tmp_path / "a.wav", "s", 10)
     with pytest.raises(KdcacheError, match="duplicate"):
         Corpus(tmp_path, [u, u])
+
+
+def test_a_corpus_holds_no_python_object_per_utterance(tmp_path: Path) -> None:
+    """A forked DataLoader worker copies every page its garbage collector walks: a corpus of a million
+    Utterance objects cost each worker its own ~1 GB. The columns leave nothing for the collector."""
+    import gc
+
+    n = 5000
+    utts = [Utterance(f"spk{i % 7}/v/{i:05d}.wav", Path(f"/data/spk{i % 7}/v/{i:05d}.wav"), f"spk{i % 7}", 1000 + i)
+            for i in range(n)]
+    gc.collect()
+    before = len(gc.get_objects())
+    corpus = Corpus(tmp_path, utts)
+    del utts
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50 - n  # the Utterance values are gone; the corpus adds ~nothing
+    assert len(corpus) == n and corpus[1234] == Utterance("spk2/v/01234.wav", Path("/data/spk2/v/01234.wav"),
+                                                           "spk2", 2234)
+    assert corpus.index("spk1/v/04999.wav") == 4999 and "spk1/v/05000.wav" not in corpus and 3 not in corpus
+    assert corpus[-1].id == "spk1/v/04999.wav" and corpus.path(7) == Path("/data/spk0/v/00007.wav")
+    with pytest.raises(IndexError):
+        corpus[n]
+    with pytest.raises(KdcacheError, match="no utterance 'x'"):
+        corpus.index("x")
+    unsorted = Corpus(tmp_path, [Utterance(i, Path(i), "s", 1) for i in ("b", "c", "a", "é")])
+    assert [unsorted.index(i) for i in ("a", "b", "c", "é")] == [2, 0, 1, 3]

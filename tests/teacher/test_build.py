@@ -256,7 +256,7 @@ def test_unreadable_audio_mid_build_stops_naming_the_file_and_keeps_finished_sha
     def load_then_lose_a_file(path):
         corpus = real_load(path)
         # The audio disappears after the corpus was listed (a flaky network disk, say).
-        victim["path"] = corpus.utterances[5].path
+        victim["path"] = corpus.path(5)
         victim["path"].unlink()
         return corpus
 

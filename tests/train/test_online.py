@@ -78,11 +78,11 @@ def test_online_teacher_fields_are_the_teacher_on_the_batchs_own_crops(tiny_corp
     model, tconf = load_model_dir(tiny_teacher)
     features = FeatureConfig.from_dict(tconf.features)
     crop = features.crop_num_samples(1.0)
-    utts = src.corpus.utterances
+    utts = src.corpus
     order = np.random.default_rng([5, 0, 7]).permutation(len(utts) * 2)[:8]
     feats, labels = [], []
     for index in order:
-        utt = utts[index % len(utts)]
+        utt = utts[int(index) % len(utts)]
         rng = np.random.default_rng([5, 0, int(index)])
         start = int(rng.integers(0, max(utt.num_samples - crop, 0) + 1))
         wave, _ = soundfile.read(utt.path, dtype="float32", start=start, frames=crop)
@@ -124,7 +124,7 @@ def test_online_fields_match_the_cache_built_on_the_same_crops(tiny_corpus, tiny
     recipe = cache.read(["rows/utterance", "rows/start", "rows/num_samples", "rows/label"], rows)
     feats = torch.stack([
         compute_fbank(
-            soundfile.read(src.corpus.utterances[int(u)].path, dtype="float32", start=int(s), frames=int(n))[0],
+            soundfile.read(src.corpus.path(int(u)), dtype="float32", start=int(s), frames=int(n))[0],
             src.features)
         for u, s, n in zip(recipe["rows/utterance"], recipe["rows/start"], recipe["rows/num_samples"])
     ])
