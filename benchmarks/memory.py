@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,11 @@ def _tree_rss_kb(pid: int) -> int:
 
 
 def run_train(steps: int, cli_args: list[str], log: Path) -> dict:
+    """Peak memory of one train-student run cut to `steps` batches; its --out is emptied first (a workdir
+    reused from an earlier run must not make it refuse to start)."""
+    out = Path(cli_args[cli_args.index("--out") + 1])
+    if out.exists():
+        shutil.rmtree(out)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(steps), "--", *cli_args]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     t0 = time.perf_counter()
@@ -97,6 +103,8 @@ def run_train(steps: int, cli_args: list[str], log: Path) -> dict:
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"train-student failed ({proc.returncode}); see {log}:\n{Path(log).read_text()[-2000:]}")
     res = json.loads(line[len("MEMORY "):])
+    if res["exit"] != 0:
+        raise RuntimeError(f"train-student failed (exit {res['exit']}); see {log}:\n{Path(log).read_text()[-2000:]}")
     if res["batches"] != steps:
         raise RuntimeError(f"train-student ran {res['batches']} batches instead of {steps}: the sampler was not cut; "
                            f"see {log}")
