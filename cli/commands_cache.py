@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli.commands_train import augment_config, augment_options
-from cli.config_file import RESOLVED_NAME, config_option, save_settings_next_to
+from cli.config_file import config_option, save_settings_in_cache
 from cli.options import (INTEGRATED_INPUT_MODES, LOGITS_MODES, Count, Real, device_option, real_list, seed_option,
                          workers_option)
 from kdcache.errors import IntegrityError, KdcacheError
@@ -65,7 +65,7 @@ def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, see
         allow_unknown_speakers=allow_unknown_speakers, skip_bad_audio=skip_bad_audio,
         augment=augment_config(augment_noise, augment_reverb, augment_prob),
     ))
-    save_settings_next_to(Path(out) / RESOLVED_NAME)
+    save_settings_in_cache(str(out))
     from kdcache.cache.info import cache_info
 
     info = cache_info(str(out))

@@ -128,23 +128,45 @@ def resolved_settings(ctx: click.Context) -> dict[str, Any]:
     return out
 
 
-def write_resolved_settings(ctx: click.Context, path: str | Path) -> Path:
-    """Write the resolved settings of the running command to ``path`` (YAML), atomically.
-
-    Passing that file back with ``--config`` reproduces the same settings."""
+def resolved_settings_yaml(ctx: click.Context, name: str) -> str:
+    """The resolved settings of the running command as a YAML document for a file called ``name``;
+    passing that file back with ``--config`` reproduces the same settings."""
     import yaml
 
+    header = f"# kdcache {ctx.command.name}: resolved settings (rerun with --config {name})\n"
+    return header + yaml.safe_dump(resolved_settings(ctx), sort_keys=False)
+
+
+def write_resolved_settings(ctx: click.Context, path: str | Path) -> Path:
+    """Write the resolved settings of the running command to ``path`` (YAML), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# kdcache {ctx.command.name}: resolved settings (rerun with --config {path.name})\n"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(resolved_settings(ctx), sort_keys=False), encoding="utf-8")
+    tmp.write_text(resolved_settings_yaml(ctx, path.name), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 writes
+
+
 def save_settings_next_to(path: str | Path) -> Path | None:
     """:func:`write_resolved_settings` of the current command, on the main process only (torchrun)."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not _main_process():
         return None
     return write_resolved_settings(click.get_current_context(), path)
+
+
+def save_settings_in_cache(out: str) -> None:
+    """The resolved settings as ``config.yaml`` inside the cache ``out``, a folder or an object-store URL
+    (a URL is not a local path: ``Path("s3://b/c")`` would make a folder ``s3:`` in the working directory)."""
+    from kdcache.cache.objectstore import CacheLocation
+
+    if not _main_process():
+        return
+    location = CacheLocation(out)
+    if location.local is not None:
+        write_resolved_settings(click.get_current_context(), location.local / RESOLVED_NAME)
+    else:
+        location.write_text(RESOLVED_NAME, resolved_settings_yaml(click.get_current_context(), RESOLVED_NAME))

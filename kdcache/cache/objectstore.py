@@ -119,6 +119,13 @@ class CacheLocation:
         except store_error_types() as err:
             raise KdcacheError(describe_store_error(self.url, err, doing)) from None
 
+    def write_text(self, name: str, text: str) -> None:
+        """Write the file ``name`` inside the cache (UTF-8), a local file or one object."""
+        if self.local is not None:
+            (self.local / name).write_text(text, encoding="utf-8")
+            return
+        self._call(f"writing {name}", self.fs.pipe_file, f"{self.root}/{name}", text.encode("utf-8"))
+
     def read_settings(self) -> dict[str, Any] | None:
         """attrs["kdcache"] of the cache there, or None when there is no kdcache cache."""
         if not self.remote:

@@ -37,11 +37,18 @@ def stored_shards(fs, url: str) -> int:
         return 0
 
 
-def test_build_to_s3_equals_a_local_build(fault_cache, tiny_corpus, tiny_teacher, s3_prefix):
+def test_build_to_s3_equals_a_local_build(fault_cache, tiny_corpus, tiny_teacher, s3_prefix, tmp_path, monkeypatch):
     url = f"{s3_prefix}/cache.zarr"
+    monkeypatch.chdir(tmp_path)  # the settings file once landed in ./s3:/BUCKET/... (a URL taken for a path)
     result = run_cli(*build_args(tiny_corpus, tiny_teacher, url))
     assert result.code == 0, result.stderr
     assert "64 rows (4 shards written, 0 already done)" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+    import fsspec
+    import yaml
+
+    with fsspec.open(f"{url}/config.yaml", "r") as f:  # the resolved settings sit in the cache, as locally
+        assert yaml.safe_load(f)["out"] == url
     assert_same_arrays(url, fault_cache)
     assert verify_cache(url).ok
     again = run_cli(*build_args(tiny_corpus, tiny_teacher, url))  # nothing left to do
