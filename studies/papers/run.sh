@@ -88,8 +88,8 @@ TEACHER_EPOCHS=${TEACHER_EPOCHS:-10}                                  # and 10 e
 XV_ARGS='{"hid_dim": 128, "stats_dim": 256, "embed_dim": 128}'
 RN_ARGS='{"m_channels": 2, "embed_dim": 128}'
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
-IG_STEPS=${IG_STEPS:-50}
-IG_DURATIONS=${IG_DURATIONS:-1.0,0.5}  # the whole 1 s crop and its two halves
+IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: what 2 CPU cores afford (README)
+IG_DURATIONS=${IG_DURATIONS:-1.0}   # the whole 1 s crop (IML-KD also uses its halves: 3x the cost)
 IG_CHECK_STEPS=${IG_CHECK_STEPS:-"10 25"}
 SPK_CORPORA=${SPK_CORPORA:-"100x40 200x20 400x10"}
 SPK_TEST_OFFSET=${SPK_TEST_OFFSET:-400}  # test speakers id10400..: identical in every speaker-count corpus
@@ -240,9 +240,9 @@ step() {  # step STAGE NAME -- WORDS...: always run, in the foreground (reports,
   bash "$dir/command.sh" 2>&1 | tee "$dir/log.txt"
 }
 
-existing() {  # the given folders that exist (all of them in a dry run)
-  local d
-  for d in "$@"; do if (( DRY )) || [[ -d $d ]]; then echo "$d"; fi; done
+finished() {  # the given run folders whose run is done (all of them in a dry run): a report never reads a
+  local d     # student still training beside it
+  for d in "$@"; do if (( DRY )) || [[ -d $d && -f $LOG/$(basename "$d")/done ]]; then echo "$d"; fi; done
 }
 
 # ---- building blocks ----------------------------------------------------------------------------
@@ -440,10 +440,10 @@ COMPARISONS=(
   "resnet34m2-imlkd resnet34m2-kd-T2" "resnet34m2-imlkd resnet34m2-embedding" "resnet34m2-imlkd resnet34m2-mlkd"
 )
 
-seed_dirs() {  # seed_dirs BASE SEEDS: the existing run folders BASE-s<seed>
+seed_dirs() {  # seed_dirs BASE SEEDS: the finished run folders BASE-s<seed>
   local base=$1 seed dirs=()
   for seed in $2; do dirs+=("$STUDENTS/$base-s$seed"); done
-  existing "${dirs[@]}"
+  finished "${dirs[@]}"
 }
 
 compare_step() {  # compare_step NAME_A "DIRS_A" NAME_B "DIRS_B" [--data CORPUS]: skipped when a side is empty
@@ -467,7 +467,7 @@ stage_report() {
     compare_step "$a" "$(seed_dirs "$a" "$(seeds_for "$a")")" "$b" "$(seed_dirs "$b" "$(seeds_for "$b")")"
   done
   for fam in xvector resnet34m2; do
-    compare_step "teacher" "$(existing "$TEACHER")" "$fam-ce" "$(seed_dirs "$fam-ce" "$(seeds_for "$fam")")"
+    compare_step "teacher" "$(finished "$TEACHER")" "$fam-ce" "$(seed_dirs "$fam-ce" "$(seeds_for "$fam")")"
   done
   local largest=${SPK_CORPORA##* }
   for spec in $SPK_CORPORA; do
@@ -476,7 +476,7 @@ stage_report() {
     for seed in $SEEDS_SPK; do
       own_a+=("$MODELS/spk$largest-xvector-ce-own-s$seed"); own_b+=("$MODELS/spk$spec-xvector-ce-own-s$seed")
     done
-    compare_step "spk$largest-ce-own" "$(existing "${own_a[@]}")" "spk$spec-ce-own" "$(existing "${own_b[@]}")"
+    compare_step "spk$largest-ce-own" "$(finished "${own_a[@]}")" "spk$spec-ce-own" "$(finished "${own_b[@]}")"
     compare_step "spk$largest-dkd-T2-b8" "$(seed_dirs "spk$largest-xvector-dkd-T2-b8" "$SEEDS_SPK")" \
       "spk$spec-dkd-T2-b8" "$(seed_dirs "spk$spec-xvector-dkd-T2-b8" "$SEEDS_SPK")"
   done
@@ -489,9 +489,9 @@ stage_report() {
       "$(seed_dirs "xvector-dkd-T2-b8-online" "$SEEDS_K")"
   done
   if (( HAS_REPORT )); then
-    mapfile -t grid < <(existing "$TEACHER" "$STUDENTS"/xvector-* "$STUDENTS"/resnet34m2-*)
-    mapfile -t spk < <(existing "$MODELS"/spk*-teacher "$MODELS"/spk*-ce-own-* "$STUDENTS"/spk*)
-    mapfile -t ks < <(existing "$STUDENTS"/xvector-dkd-T2-b8-K* "$STUDENTS"/xvector-dkd-T2-b8-online-*)
+    mapfile -t grid < <(finished "$TEACHER" "$STUDENTS"/xvector-* "$STUDENTS"/resnet34m2-*)
+    mapfile -t spk < <(finished "$MODELS"/spk*-teacher "$MODELS"/spk*-ce-own-* "$STUDENTS"/spk*)
+    mapfile -t ks < <(finished "$STUDENTS"/xvector-dkd-T2-b8-K* "$STUDENTS"/xvector-dkd-T2-b8-online-*)
     (( ${#grid[@]} )) && step report report-grid -- kdcache report "${grid[@]}" --out "$RESULTS/grid"
     (( ${#spk[@]} )) && step report report-speakers -- kdcache report "${spk[@]}" --out "$RESULTS/speakers"
     (( ${#ks[@]} )) && step report report-ksweep -- kdcache report "${ks[@]}" --out "$RESULTS/ksweep"
@@ -503,19 +503,23 @@ stage_report() {
     --k-passes "$K_PASSES" --online-epochs "$ONLINE_EPOCHS"
 }
 
-if (( ! DRY )); then
-  echo "study root $ROOT, results $RESULTS, stages ${STAGES[$START]}..${STAGES[$STOP]}, $JOBS job(s) at a time"
-  mkdir -p "$ROOT"
-  rm -f "$ROOT/pending.txt" "$ROOT/failed.txt"  # both describe this invocation only
-fi
-(( DRY )) && { probe; echo "# kdcache: ${KD[*]}; loss-args $HAS_LOSS_ARGS, online-teacher $HAS_ONLINE, report $HAS_REPORT"; }
-for (( s = START; s <= STOP; s++ )); do
-  name=${STAGES[$s]}
-  (( DRY )) && echo "## stage $s $name" || echo "[$(date -u +%H:%M:%S)] ===== stage $s: $name ====="
-  "stage_${name//-/_}"
-done
-(( DRY )) || { echo "study stages ${STAGES[$START]}..${STAGES[$STOP]} finished; results in $RESULTS"
-               [[ -s $ROOT/pending.txt ]] && echo "pending runs (need options not in this kdcache): $ROOT/pending.txt"
-               (( FAILURES )) && echo "$FAILURES run(s) failed (--keep-going): $ROOT/failed.txt"; }
-(( FAILURES )) && exit 1
-exit 0
+# The whole run is one compound command, read by bash before it starts: editing this file (or a git pull)
+# while a study runs changes nothing in the running one (bash reads a script as it goes otherwise).
+{
+  if (( ! DRY )); then
+    echo "study root $ROOT, results $RESULTS, stages ${STAGES[$START]}..${STAGES[$STOP]}, $JOBS job(s) at a time"
+    mkdir -p "$ROOT"
+    rm -f "$ROOT/pending.txt" "$ROOT/failed.txt"  # both describe this invocation only
+  fi
+  (( DRY )) && { probe; echo "# kdcache: ${KD[*]}; loss-args $HAS_LOSS_ARGS, online-teacher $HAS_ONLINE, report $HAS_REPORT"; }
+  for (( s = START; s <= STOP; s++ )); do
+    name=${STAGES[$s]}
+    (( DRY )) && echo "## stage $s $name" || echo "[$(date -u +%H:%M:%S)] ===== stage $s: $name ====="
+    "stage_${name//-/_}"
+  done
+  (( DRY )) || { echo "study stages ${STAGES[$START]}..${STAGES[$STOP]} finished; results in $RESULTS"
+                 [[ -s $ROOT/pending.txt ]] && echo "pending runs (need options not in this kdcache): $ROOT/pending.txt"
+                 (( FAILURES )) && echo "$FAILURES run(s) failed (--keep-going): $ROOT/failed.txt"; }
+  (( FAILURES )) && exit 1
+  exit 0
+}

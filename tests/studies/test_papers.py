@@ -218,3 +218,30 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert "| 4 | 2 | 2 | 4.00 ± 12.71 |" in ksweep and (out / "ksweep.png").is_file()
     assert json.loads((out / "runs" / "xvector-ce-s1" / "metrics.json").read_text())["eer"] == 0.05
     assert (out / "runs" / "xvector-ce-s1" / "log_tail.txt").read_text() == "epoch 1\nprogress\nEER line\n"
+
+
+def test_editing_run_sh_while_it_runs_changes_nothing_in_the_running_study(tmp_path):
+    """bash reads a script as it executes it: a study running for hours would otherwise run whatever bytes
+    sit at its old offset after an edit or a git pull (a real study died so)."""
+    import shutil
+    import time
+
+    tree = tmp_path / "repo" / "studies" / "papers"
+    shutil.copytree(RUN.parent, tree, ignore=shutil.ignore_patterns("work"))
+    marker = tmp_path / "probing"
+    fake = tmp_path / "kdcache"
+    fake.write_text('#!/usr/bin/env bash\nif [[ "$1 $2" == "train-student --help" ]]; then\n'
+                    f'  touch {shlex.quote(str(marker))}; sleep 3; echo "--loss-args --online-teacher"\nfi\nexit 0\n')
+    fake.chmod(0o755)
+    script = tree / "run.sh"
+    env = dict(os.environ, KDCACHE=str(fake), PYTHON=sys.executable)
+    proc = subprocess.Popen(["bash", str(script), "--dry-run", "--root", str(tmp_path / "root")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    script.write_text("#!/usr/bin/env bash\n" + "# an edit that moves every byte\n" * 40 + script.read_text())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "## stage 10 report" in out and "syntax error" not in err
