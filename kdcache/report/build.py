@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from kdcache.errors import KdcacheError
+from kdcache.evaluate.compare import read_scores
 from kdcache.report import figures
 from kdcache.report.complexity import model_complexity
 from kdcache.report.runs import RunRecord, load_runs
@@ -102,7 +103,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Report:
         for row in table.rows:
             for run in row.runs:
                 if run.scores is not None:
-                    scores, labels = figures.read_scores(run.scores)
+                    trials = read_scores(run.scores)
+                    scores, labels = trials.scores, trials.labels
                     seed = run.seed if len(row.runs) > 1 else None
                     curves.append((_run_label(row.model, row.loss, row.settings, seed), scores, labels))
         missing = [str(r.path) for row in table.rows for r in row.runs if r.scores is None]

@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from kdcache.errors import KdcacheError  # noqa: E402
 from kdcache.evaluate.metrics import det_curve  # noqa: E402
 
 # DET axes as NIST's DETware and WeSpeaker's compute_det.py draw them: probit (normal deviate) scales.
@@ -20,23 +19,6 @@ DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 DET_LIMITS = (0.0005, 0.5)
 # train_log.jsonl fields that are bookkeeping, not loss terms
 LOG_META = {"epoch", "iterations", "lr", "margin", "seconds", "rows_per_s", "grad_norm", "acc"}
-
-
-def read_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A WeSpeaker score file (``enroll test score target|nontarget`` per line) -> ``(scores, is_target)``."""
-    scores, labels = [], []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        if len(tokens) != 4 or tokens[3] not in ("target", "nontarget"):
-            raise KdcacheError(f"{path}:{number}: expected 'enroll test score target|nontarget', got {line.strip()!r}")
-        try:
-            scores.append(float(tokens[2]))
-        except ValueError:
-            raise KdcacheError(f"{path}:{number}: score {tokens[2]!r} is not a number") from None
-        labels.append(tokens[3] == "target")
-    return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
 
 
 def probit(p: np.ndarray | float) -> np.ndarray:

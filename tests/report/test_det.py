@@ -7,8 +7,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from kdcache.errors import KdcacheError
-from kdcache.report.figures import det_points, plot_det, probit, read_scores
+from kdcache.evaluate.compare import read_scores
+from kdcache.report.figures import det_points, plot_det, probit
 
 SCORES = [0.1, 0.4, 0.35, 0.8, 0.7, 0.2]
 LABELS = [False, False, True, True, True, False]  # targets 0.35, 0.7, 0.8; non-targets 0.1, 0.2, 0.4
@@ -32,15 +32,9 @@ def test_probit_axes_are_normal_deviates():
 
 def test_scores_file_round_trip_and_plot(tmp_path):
     path = tmp_path / "scores.txt"
-    path.write_text("".join(f"a b {s} {'target' if y else 'nontarget'}\n" for s, y in zip(SCORES, LABELS)))
-    scores, labels = read_scores(path)
+    path.write_text("".join(f"e t{i} {s} {'target' if y else 'nontarget'}\n" for i, (s, y) in enumerate(zip(SCORES, LABELS))))
+    trials = read_scores(path)  # the one WeSpeaker score-file reader (kdcache.evaluate.compare)
+    scores, labels = trials.scores, trials.labels
     assert scores.tolist() == SCORES and labels.tolist() == LABELS
     png = plot_det([("system", scores, labels), ("other", -scores, labels)], tmp_path / "det.png", "DET")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_malformed_scores_line_is_named(tmp_path):
-    path = tmp_path / "scores.txt"
-    path.write_text("a b 0.5 target\na b 0.3\n")
-    with pytest.raises(KdcacheError, match="scores.txt:2"):
-        read_scores(path)
