@@ -88,7 +88,7 @@ TEACHER_EPOCHS=${TEACHER_EPOCHS:-10}                                  # and 10 e
 XV_ARGS='{"hid_dim": 128, "stats_dim": 256, "embed_dim": 128}'
 RN_ARGS='{"m_channels": 2, "embed_dim": 128}'
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
-IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: what 2 CPU cores afford (README)
+IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: 36 CPU min for 16,000 rows (README)
 IG_DURATIONS=${IG_DURATIONS:-1.0}   # the whole 1 s crop (IML-KD also uses its halves: 3x the cost)
 IG_CHECK_STEPS=${IG_CHECK_STEPS:-"10 25"}
 SPK_CORPORA=${SPK_CORPORA:-"100x40 200x20 400x10"}
@@ -435,6 +435,8 @@ COMPARISONS=(
   "xvector-dkd-T2-b8 xvector-kd-T2" "xvector-dkd-T2-b8 xvector-kd-T4" "xvector-imlkd xvector-kd-T2"
   "xvector-imlkd xvector-embedding" "xvector-imlkd xvector-mlkd" "xvector-kd-T2-ls xvector-kd-T2"
   "xvector-dkd-T2-b8-ls xvector-dkd-T2-b8"
+  "xvector-embedding xvector-ce" "xvector-kd-T2 xvector-ce" "xvector-kd-T4 xvector-ce" "xvector-dkd-T1-b2 xvector-ce"
+  "xvector-dkd-T2-b8 xvector-ce" "xvector-mlkd xvector-ce" "xvector-imlkd xvector-ce"
   "resnet34m2-dkd-T1-b2 resnet34m2-embedding" "resnet34m2-dkd-T1-b2 resnet34m2-kd-T2"
   "resnet34m2-dkd-T2-b8 resnet34m2-embedding" "resnet34m2-dkd-T2-b8 resnet34m2-kd-T2"
   "resnet34m2-imlkd resnet34m2-kd-T2" "resnet34m2-imlkd resnet34m2-embedding" "resnet34m2-imlkd resnet34m2-mlkd"

@@ -306,6 +306,44 @@ def _saliency(out: Path) -> list[str]:
     return lines
 
 
+def verdict(over_speakers: dict, over_seeds: dict | None) -> str:
+    """'holds' when every interval lies below 0 (A better: lower EER), 'reversed' when every one lies above,
+    otherwise 'cannot tell' naming the interval(s) that cross 0."""
+    intervals = {"speakers": over_speakers, **({"seeds": over_seeds} if over_seeds else {})}
+    if all(i["high"] < 0 for i in intervals.values()):
+        return "holds"
+    if all(i["low"] > 0 for i in intervals.values()):
+        return "reversed"
+    crossing = [name for name, i in intervals.items() if i["low"] <= 0 <= i["high"]]
+    if not crossing:
+        return "cannot tell (intervals disagree)"
+    return f"cannot tell ({' and '.join(crossing)} interval{'s cross' if len(crossing) > 1 else ' crosses'} 0)"
+
+
+def _comparisons(out: Path) -> list[str]:
+    """One line per `kdcache compare` result under OUT/compare: EER(A) - EER(B) in points with both 95%
+    intervals, and whether A's claimed advantage (A better than B) holds."""
+    lines = []
+    for path in sorted((out / "compare").glob("*.json")):
+        doc = json.loads(path.read_text())
+        sp, se = doc["over_speakers"], doc.get("over_seeds")
+        if se and "skipped" in se:  # e.g. a single teacher against CE seeds: no interval over seeds
+            se = None
+        if not lines:
+            lines = ["# Paired comparisons: is A better than B? (kdcache compare)", "",
+                     "EER(A) - EER(B) in points (negative: A better), with a 95% percentile bootstrap over the "
+                     f"{sp['num_speakers']} test speakers ({sp['replicates']} draws, same trials) and a 95% "
+                     "t-interval over seeds. 'holds': both intervals below 0.", "",
+                     "| A | B | seeds A / B | EER A % | EER B % | A - B (points) | over speakers | over seeds | "
+                     "relative | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+        seeds = f"{sp['seeds_a']} / {sp['seeds_b']}"
+        seed_ci = f"[{100 * se['low']:+.2f}, {100 * se['high']:+.2f}] ({se['method']})" if se else "-"
+        lines.append(f"| {doc['a']} | {doc['b']} | {seeds} | {100 * sp['eer_a']:.2f} | {100 * sp['eer_b']:.2f} | "
+                     f"{100 * sp['difference']:+.2f} | [{100 * sp['low']:+.2f}, {100 * sp['high']:+.2f}] | {seed_ci} | "
+                     f"{100 * sp['relative']:+.1f}% | {verdict(sp, se)} |")
+    return lines
+
+
 def collect(args: argparse.Namespace) -> int:
     root, out = Path(args.root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +368,8 @@ def collect(args: argparse.Namespace) -> int:
     if ksweep:
         (out / "ksweep.md").write_text("\n".join(ksweep) + "\n")
     written = ["results.md", "cpu_time.md"] + (["ksweep.md"] if ksweep else [])
-    for name, lines in (("speakers.md", _speakers(runs, out)), ("saliency.md", _saliency(out))):
+    for name, lines in (("speakers.md", _speakers(runs, out)), ("saliency.md", _saliency(out)),
+                        ("comparisons.md", _comparisons(out))):
         if lines:
             (out / name).write_text("\n".join(lines) + "\n")
             written.append(name)

@@ -90,7 +90,7 @@ def test_dry_run_lists_the_whole_study(dry_run):
         "igsteps": 2 + 2,
         "saliency-eval": 2,
         # comparisons, kdcache report (3 tables, or one pending run while the command is missing), collect
-        "report": 17 + 2 + 4 + 3 + 5 + (3 if _has_report() else 1) + 1,
+        "report": 17 + 7 + 2 + 4 + 3 + 5 + (3 if _has_report() else 1) + 1,  # 7 controls against ce
     }
     names = [name for _, name, _, _ in dry_run]
     assert len(names) == len(set(names))
@@ -137,7 +137,7 @@ def test_dry_run_commands_are_well_formed(dry_run):
     assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 2  # ce, grid, speakers, ksweep, online, igsteps
     assert checked["train-teacher"] == checked["evaluate"] == 1 + 1 + 9
     assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 2
-    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 31
+    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 38
     assert checked["report"] == (3 if _has_report() else 1) and checked["study.py"] == 4 + 1 + 1 + 1
 
 
@@ -204,7 +204,22 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert "| xvector-ce | 3 | 5.00 ± 2.48 | +0.50 |" in (out / "gate.md").read_text()  # t(2) 4.3027 * 0.01 / sqrt 3
     (root / "models" / "teacher" / "metrics.json").write_text(json.dumps({"eer": 0.05, "min_dcf": 0.3}))
     assert study.main(["gate", "--teacher", str(root / "models" / "teacher"), "--out", str(out / "g2.md"), *ce]) == 3
+    (out / "compare").mkdir(parents=True)
+    for name, (low, high), seeds in (("a-vs-b", (-0.02, -0.001), (-0.03, -0.002)), ("c-vs-d", (-0.02, 0.01), "skipped"),
+                                     ("e-vs-f", (0.001, 0.02), (0.002, 0.01)), ("g-vs-h", (-0.02, -0.01), (-0.01, 0.01))):
+        a, b = name.split("-vs-")
+        (out / "compare" / f"{name}.json").write_text(json.dumps({"a": a, "b": b, "over_speakers": {
+            "eer_a": 0.02, "eer_b": 0.03, "difference": -0.01, "relative": -1 / 3, "low": low, "high": high,
+            "num_speakers": 40, "replicates": 1000, "seeds_a": 3, "seeds_b": 2},
+            "over_seeds": {"skipped": "needs at least 2 seeds of each system"} if seeds == "skipped" else
+            {"method": "paired t", "low": seeds[0], "high": seeds[1]}}))
     assert study.main(["collect", "--root", str(root), "--out", str(out), "--k-passes", "8"]) == 0
+    claims = (out / "comparisons.md").read_text()
+    assert ("| a | b | 3 / 2 | 2.00 | 3.00 | -1.00 | [-2.00, -0.10] | [-3.00, -0.20] (paired t) | -33.3% | holds |"
+            in claims)
+    assert "| c | d |" in claims and "| - | -33.3% | cannot tell (speakers interval crosses 0) |" in claims
+    assert "e-vs-f" not in claims and "| e | f |" in claims and claims.count("| reversed |") == 1
+    assert "| g | h |" in claims and "cannot tell (seeds interval crosses 0) |" in claims
     table = (out / "results.md").read_text()
     # dkd: mean 2.5%, t(1) 12.7062 * sd 0.7071 / sqrt 2 = 6.35 points; change against ce 5.00%: -50%
     assert "| xvector-dkd-T2-b8 | 2 | 2.50 ± 6.35 | 0.250 ± 0.635 | -50.0% | 3.00 / 2.00 |" in table
