@@ -49,7 +49,9 @@ class StringColumn:
 
     A million utterance ids or paths as Python strings inside ``Utterance`` objects cost ~1 kB each, and
     a forked DataLoader worker copies every page of them once its garbage collector walks them
-    (copy-on-write); one buffer is never touched by the collector.
+    (copy-on-write); one buffer is never touched by the collector. Not numpy's ``StringDType``: in numpy
+    2.4, ``searchsorted`` on it fails for a ``str`` needle (MemoryError) and gives wrong positions with
+    ``sorter``, which the id lookup needs.
     """
 
     def __init__(self, strings: Iterable[str]) -> None:
