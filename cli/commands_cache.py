@@ -35,8 +35,10 @@ def parse_durations(text: str) -> tuple[float, ...]:
 @click.option("--ig-steps", default=50, show_default=True, type=Count(2, 10_000), help="Riemann steps of integrated gradients.")
 @click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps, each in (0, 60].")
 @click.option("--ig-internal-batch-size", default=None, type=Count(1, 1 << 20), help="Bound on IG's internal batch (memory).")
-@click.option("--integrated-input", type=INTEGRATED_INPUT_MODES, default="attribution", show_default=True,
-              help="How IML-KD's integrated inputs are built from the IG maps.")
+@click.option("--integrated-input", type=INTEGRATED_INPUT_MODES, default="weighted", show_default=True,
+              help="How IML-KD's integrated inputs are built from the IG maps: weighted (the fbank scaled up "
+                   "where the teacher attends) or attribution (the IG map itself; the teacher is mostly wrong "
+                   "on it: `cache info` shows its top-1).")
 @click.option("--shard-rows", default=4096, show_default=True, type=Count(1, 1 << 20), help="Rows per shard (the unit of work and resume).")
 @click.option("--chunk-rows", default=64, show_default=True, type=Count(1, 1 << 16), help="Rows per inner chunk (the unit of reading).")
 @click.option("--batch-size", default=64, show_default=True, type=Count(1, 1 << 16), help="Crops per teacher forward pass.")
@@ -66,7 +68,7 @@ def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, see
         augment=augment_config(augment_noise, augment_reverb, augment_prob),
     ))
     save_settings_in_cache(str(out))
-    from kdcache.cache.info import cache_info
+    from kdcache.cache.info import cache_info, integrated_input_warning
 
     info = cache_info(str(out))
     size = info.get("bytes_on_disk")
@@ -78,6 +80,9 @@ def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, see
     )
     if summary.bad_rows:
         click.echo(f"warning: {summary.bad_rows} rows had unreadable audio and were recorded as bad", err=True)
+    warning = integrated_input_warning(info["teacher_top1"])
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.group("cache")

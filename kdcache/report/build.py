@@ -48,7 +48,7 @@ def _saliency_rows(cache_url: str, data: str, count: int) -> list[tuple[str, np.
     from kdcache.cache.reader import TeacherCache
     from kdcache.data.corpus import load_corpus
     from kdcache.data.features import FeatureConfig
-    from kdcache.distill.integrated import integrated_inputs
+    from kdcache.distill.integrated import cached_mode, integrated_inputs
     from kdcache.train.student import CacheBatches
 
     cache = TeacherCache.open(cache_url)
@@ -62,7 +62,7 @@ def _saliency_rows(cache_url: str, data: str, count: int) -> list[tuple[str, np.
                            with_saliency=True, teacher=("saliency",))
     rows = np.arange(min(count, len(cache)))
     batch = dataset[rows]
-    mode = settings["saliency"].get("integrated_input", "attribution")
+    mode = cached_mode(settings)
     integrated = integrated_inputs(batch["feats"], batch["saliency"], mode)
     utterances = cache.read([sc.ROW_UTTERANCE], rows)[sc.ROW_UTTERANCE]
     ids, _, _ = cache.utterances()

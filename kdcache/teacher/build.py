@@ -50,7 +50,7 @@ class BuildConfig:
     ig_steps: int = 50
     ig_durations: tuple[float, ...] = (2.0, 1.0)
     ig_internal_batch_size: int | None = None
-    integrated_input: str = "attribution"
+    integrated_input: str = "weighted"
     shard_rows: int = 4096
     chunk_rows: int = 64
     batch_size: int = 64

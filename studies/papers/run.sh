@@ -13,7 +13,7 @@
 #   5 grid            every KD loss, x-vector (>= 3 seeds) and ResNet34 thin (>= 2 seeds)
 #   6 speakers        ENSKD finding (a): EER against the number of training speakers, ce and dkd
 #   7 ksweep          cached KD with K crops per utterance against online KD, equal steps
-#   8 igsteps         imlkd with caches built at other IG step counts
+#   8 imlkd-checks    imlkd on other IG settings: the attribution input mode, other IG step counts
 #   9 saliency-eval   deletion / insertion curves: teacher, ce, kd, mlkd, imlkd students
 #  10 report          report tables, paired comparisons, run metadata and CPU time to docs/results
 #
@@ -30,7 +30,7 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-STAGES=(corpora teacher cache ce saliency-cache grid speakers ksweep igsteps saliency-eval report)
+STAGES=(corpora teacher cache ce saliency-cache grid speakers ksweep imlkd-checks saliency-eval report)
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
 
@@ -90,6 +90,7 @@ RN_ARGS='{"m_channels": 2, "embed_dim": 128}'
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
 IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: 36 CPU min for 16,000 rows (README)
 IG_DURATIONS=${IG_DURATIONS:-1.0}   # the whole 1 s crop (IML-KD also uses its halves: 3x the cost)
+IG_INPUT=${IG_INPUT:-weighted}     # integrated input; with attribution the teacher's outputs are ~all wrong (README)
 IG_CHECK_STEPS=${IG_CHECK_STEPS:-"10 25"}
 SPK_CORPORA=${SPK_CORPORA:-"100x40 200x20 400x10"}
 SPK_TEST_OFFSET=${SPK_TEST_OFFSET:-400}  # test speakers id10400..: identical in every speaker-count corpus
@@ -268,7 +269,12 @@ student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-st
   fi
 }
 
-loss_cache() { if [[ $1 == imlkd ]]; then echo "$CACHES/k$K_MAIN-ig$IG_STEPS.zarr"; else echo "$CACHES/k$K_MAIN.zarr"; fi; }
+ig_cache() { echo "$CACHES/k$K_MAIN-ig$1-$2.zarr"; }  # ig_cache STEPS INPUT_MODE: a saliency cache of the main crops
+loss_cache() { if [[ $1 == imlkd ]]; then ig_cache "$IG_STEPS" "$IG_INPUT"; else echo "$CACHES/k$K_MAIN.zarr"; fi; }
+saliency_cache() {  # saliency_cache STAGE STEPS INPUT_MODE
+  build_cache "$1" "cache-k$K_MAIN-ig$2-$3" "$DEMO" "$TEACHER" "$(ig_cache "$2" "$3")" "$K_MAIN" \
+    --saliency --ig-steps "$2" --ig-durations "$IG_DURATIONS" --integrated-input "$3"
+}
 
 build_cache() {  # build_cache STAGE NAME CORPUS TEACHER OUT K [extra build-teacher-cache words]
   local stage=$1 name=$2 corpus=$3 teacher=$4 out=$5 k=$6
@@ -320,11 +326,7 @@ stage_ce() {
     "${force[@]}" "${ce[@]}" || { echo "run.sh: the teacher gate failed (see $RESULTS/teacher_margin.md); --force to go on" >&2; exit 3; }
 }
 
-stage_saliency_cache() {
-  build_cache saliency-cache "cache-k$K_MAIN-ig$IG_STEPS" "$DEMO" "$TEACHER" "$CACHES/k$K_MAIN-ig$IG_STEPS.zarr" "$K_MAIN" \
-    --saliency --ig-steps "$IG_STEPS" --ig-durations "$IG_DURATIONS"
-  barrier
-}
+stage_saliency_cache() { saliency_cache saliency-cache "$IG_STEPS" "$IG_INPUT"; barrier; }
 
 stage_grid() {
   local seed loss
@@ -404,27 +406,41 @@ stage_ksweep() {
   barrier
 }
 
-stage_igsteps() {
-  local steps
-  for steps in $IG_CHECK_STEPS; do
-    build_cache igsteps "cache-k$K_MAIN-ig$steps" "$DEMO" "$TEACHER" "$CACHES/k$K_MAIN-ig$steps.zarr" "$K_MAIN" \
-      --saliency --ig-steps "$steps" --ig-durations "$IG_DURATIONS"
-  done
+# The checks of imlkd's settings: the other integrated-input mode (all seeds, at the grid's IG steps),
+# and other IG step counts (seed 0, the grid's input mode).
+stage_imlkd_checks() {
+  local steps seed other=attribution
+  [[ $IG_INPUT == attribution ]] && other=weighted
+  saliency_cache imlkd-checks "$IG_STEPS" "$other"
+  for steps in $IG_CHECK_STEPS; do saliency_cache imlkd-checks "$steps" "$IG_INPUT"; done
   barrier
+  for seed in $SEEDS_XVEC; do
+    student imlkd-checks "xvector-imlkd-$other-s$seed" xvector imlkd "$seed" "$(ig_cache "$IG_STEPS" "$other")" "$DEMO" \
+      "$STUDENT_EPOCHS"
+  done
   for steps in $IG_CHECK_STEPS; do
-    student igsteps "xvector-imlkd-ig$steps-s0" xvector imlkd 0 "$CACHES/k$K_MAIN-ig$steps.zarr" "$DEMO" "$STUDENT_EPOCHS"
+    student imlkd-checks "xvector-imlkd-ig$steps-s0" xvector imlkd 0 "$(ig_cache "$steps" "$IG_INPUT")" "$DEMO" "$STUDENT_EPOCHS"
   done
   barrier
 }
 
 stage_saliency_eval() {
-  local family loss words
+  local family loss words models=() other=attribution
+  [[ $IG_INPUT == attribution ]] && other=weighted
   for family in xvector resnet34m2; do
     words=(kdcache saliency-eval --model "$TEACHER" --label teacher)
-    for loss in ce kd-T2 mlkd imlkd; do words+=(--model "$STUDENTS/$family-$loss-s0" --label "$loss"); done
+    models=("$TEACHER")
+    for loss in ce kd-T2 mlkd imlkd; do models+=("$STUDENTS/$family-$loss-s0"); words+=(--model "${models[-1]}" --label "$loss"); done
+    if [[ $family == xvector ]]; then  # the imlkd-checks student of the other input mode
+      models+=("$STUDENTS/$family-imlkd-$other-s0"); words+=(--model "${models[-1]}" --label "imlkd-$other")
+    fi
     words+=(--data "$DEMO/train" --out "$RESULTS/saliency/$family" --utterances "$SAL_UTTERANCES"
             --crop-seconds "$CROP" --ig-steps "$IG_STEPS")
-    job saliency-eval "saliency-eval-$family" -- "${words[@]}"
+    if (( ! DRY )) && [[ $(finished "${models[@]}" | wc -l) -ne ${#models[@]} ]]; then
+      pending saliency-eval "saliency-eval-$family" "waits for its models (stages teacher, grid, imlkd-checks)" -- "${words[@]}"
+    else
+      job saliency-eval "saliency-eval-$family" -- "${words[@]}"
+    fi
   done
   barrier
 }
@@ -437,6 +453,7 @@ COMPARISONS=(
   "xvector-dkd-T2-b8-ls xvector-dkd-T2-b8"
   "xvector-embedding xvector-ce" "xvector-kd-T2 xvector-ce" "xvector-kd-T4 xvector-ce" "xvector-dkd-T1-b2 xvector-ce"
   "xvector-dkd-T2-b8 xvector-ce" "xvector-mlkd xvector-ce" "xvector-imlkd xvector-ce"
+  "xvector-imlkd xvector-imlkd-attribution"
   "resnet34m2-dkd-T1-b2 resnet34m2-embedding" "resnet34m2-dkd-T1-b2 resnet34m2-kd-T2"
   "resnet34m2-dkd-T2-b8 resnet34m2-embedding" "resnet34m2-dkd-T2-b8 resnet34m2-kd-T2"
   "resnet34m2-imlkd resnet34m2-kd-T2" "resnet34m2-imlkd resnet34m2-embedding" "resnet34m2-imlkd resnet34m2-mlkd"

@@ -87,10 +87,10 @@ def test_dry_run_lists_the_whole_study(dry_run):
         "grid": 3 * 9 + 2 * 6,       # every other x-vector loss x 3 seeds, ResNet34 x 2 seeds
         "speakers": 1 + 9 + 3 + 18,  # teacher, own-label-space ce, caches, ce and dkd from the caches
         "ksweep": 4 + 10 + 2,        # caches K 1, 2, 8, 16; 5 K x 2 seeds; online x 2 seeds
-        "igsteps": 2 + 2,
+        "imlkd-checks": 3 + 3 + 2,   # caches: other input mode, IG steps 10 and 25; students: 3 seeds, 2
         "saliency-eval": 2,
         # comparisons, kdcache report (3 tables, or one pending run while the command is missing), collect
-        "report": 17 + 7 + 2 + 4 + 3 + 5 + (3 if _has_report() else 1) + 1,  # 7 controls against ce
+        "report": 17 + 8 + 2 + 4 + 3 + 5 + (3 if _has_report() else 1) + 1,  # 7 controls against ce, 1 mode
     }
     names = [name for _, name, _, _ in dry_run]
     assert len(names) == len(set(names))
@@ -134,10 +134,10 @@ def test_dry_run_commands_are_well_formed(dry_run):
     present = {opt for param in main.commands["train-student"].params for opt in param.opts}
     # logit-standardized kd and dkd x 3 seeds wait for --loss-args, online KD x 2 seeds for --online-teacher
     assert checked["pending"] == 3 * 2 * ("--loss-args" not in present) + 2 * ("--online-teacher" not in present)
-    assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 2  # ce, grid, speakers, ksweep, online, igsteps
+    assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 5  # ce, grid, speakers, ksweep, online, imlkd-checks
     assert checked["train-teacher"] == checked["evaluate"] == 1 + 1 + 9
-    assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 2
-    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 38
+    assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 3
+    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 39
     assert checked["report"] == (3 if _has_report() else 1) and checked["study.py"] == 4 + 1 + 1 + 1
 
 
@@ -152,6 +152,21 @@ def test_student_runs_save_seed_out_and_eval(dry_run):
         assert "--trials" in words and "--eval-data" in words and "--resume" in words
         cache = words[words.index("--cache") + 1] if "--cache" in words else None
         assert ("--loss" in words and words[words.index("--loss") + 1] == "imlkd") == ("-ig" in (cache or ""))
+
+
+def test_imlkd_reads_weighted_integrated_inputs_and_the_check_reads_attribution(dry_run):
+    """The grid's imlkd reads a cache of `weighted` integrated inputs (the teacher is mostly wrong on
+    `attribution` ones, README); the attribution runs are a check, each mode in its own cache."""
+    modes = {}
+    for _, name, _, commands in dry_run:
+        words = commands[0]
+        if "build-teacher-cache" in words and "--saliency" in words:
+            mode = words[words.index("--integrated-input") + 1]
+            assert words[words.index("--out") + 1].endswith(f"-{mode}.zarr"), words
+        if "train-student" in words and words[words.index("--loss") + 1] == "imlkd":
+            modes[name] = words[words.index("--cache") + 1].rsplit("-", 1)[1]
+    assert modes["xvector-imlkd-s0"] == modes["resnet34m2-imlkd-s1"] == modes["xvector-imlkd-ig25-s0"] == "weighted.zarr"
+    assert [modes[f"xvector-imlkd-attribution-s{s}"] for s in range(3)] == ["attribution.zarr"] * 3
 
 
 @pytest.mark.timeout(600)  # about 30 s of CPU (7 Python starts); minutes of wall on a loaded machine

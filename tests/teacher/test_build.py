@@ -185,6 +185,7 @@ def test_saliency_maps_integrated_outputs_and_completeness(tiny_corpus, tiny_tea
     assert cache.integrated_logits(slice(0, 8)).shape == (8, 8)
     assert cache.integrated_embeddings(slice(0, 8)).shape == (8, 32)
     assert cache.settings["saliency"]["steps"] == 4
+    assert cache.settings["saliency"]["integrated_input"] == "weighted"  # the default since issue 14
 
 
 def test_integrated_gradients_satisfy_completeness():

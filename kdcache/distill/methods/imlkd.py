@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcache.distill import losses as L
-from kdcache.distill.integrated import integrated_inputs
+from kdcache.distill.integrated import cached_mode, integrated_inputs
 from kdcache.distill.methods.base import Method, Option, projection
 from kdcache.distill.methods.mlkd import TEMPERATURES
 
@@ -31,7 +31,7 @@ class IMLKD(Method):
     def __init__(self, options=None, run=None) -> None:
         super().__init__(options, run)
         self.adapter = projection(self.run.student_dim, self.run.teacher_dim)
-        self.mode = (self.run.teacher.get("saliency") or {}).get("integrated_input", "attribution")
+        self.mode = cached_mode(self.run.teacher)
 
     def outputs(self, student: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out = super().outputs(student, batch)
