@@ -306,6 +306,32 @@ def _saliency(out: Path) -> list[str]:
     return lines
 
 
+def _caches(root: Path) -> list[str]:
+    """Every finished cache of the study: its IG settings and the teacher's top-1 on its crops and on the
+    integrated inputs (kdcache.cache.info.teacher_top1, 512 rows), the check that caught imlkd's targets."""
+    from kdcache.cache.info import teacher_top1
+    from kdcache.cache.reader import TeacherCache
+
+    lines = []
+    for path in sorted((root / "caches").glob("*.zarr")):
+        if not (root / "log" / f"cache-{path.stem}" / "done").is_file():
+            continue
+        cache = TeacherCache.open(path)
+        sal = cache.settings.get("saliency") or {}
+        top1 = teacher_top1(cache) or {}
+        if not lines:
+            lines = ["# The study's caches: the teacher's top-1 on them (kdcache cache info)", "",
+                     "Top-1: how often the cached teacher logits name the row's speaker, over the first 512 rows; "
+                     "'integrated': on IML-KD's integrated inputs (caches with saliency).", "",
+                     "| cache | rows | IG steps | integrated input | top-1, crops | top-1, integrated |",
+                     "|---|---|---|---|---|---|"]
+        integrated = f"{100 * top1['integrated_logits']:.1f}%" if "integrated_logits" in top1 else "-"
+        crops = f"{100 * top1['teacher_logits']:.1f}%" if top1 else "-"
+        lines.append(f"| {path.stem} | {len(cache):,} | {sal.get('steps', '-')} | {sal.get('integrated_input', '-')} | "
+                     f"{crops} | {integrated} |")
+    return lines
+
+
 def verdict(over_speakers: dict, over_seeds: dict | None) -> str:
     """'holds' when every interval lies below 0 (A better: lower EER), 'reversed' when every one lies above,
     otherwise 'cannot tell' naming the interval(s) that cross 0."""
@@ -369,7 +395,7 @@ def collect(args: argparse.Namespace) -> int:
         (out / "ksweep.md").write_text("\n".join(ksweep) + "\n")
     written = ["results.md", "cpu_time.md"] + (["ksweep.md"] if ksweep else [])
     for name, lines in (("speakers.md", _speakers(runs, out)), ("saliency.md", _saliency(out)),
-                        ("comparisons.md", _comparisons(out))):
+                        ("comparisons.md", _comparisons(out)), ("caches.md", _caches(root))):
         if lines:
             (out / name).write_text("\n".join(lines) + "\n")
             written.append(name)

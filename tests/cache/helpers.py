@@ -95,3 +95,25 @@ if __name__ == "__main__":  # python -m tests.cache.helpers PATH RANK WORLD: wri
     w = CacheWriter.open_for_resume(path)
     for s in w.pending_shards(rank, world):
         w.write_shard(s, shard_arrays(w.layout, s))
+
+
+def rigged_top1_cache(path: Path, shards: list[int]) -> None:
+    """Rows 0-9 have no label; the teacher is right on the crops unless row % 4 == 0, and right on the
+    integrated inputs only where row % 10 == 0 (set by a logit of +-100 on the label)."""
+    lay = small_layout(saliency_shape=(1, 4, 3), integrated=True)
+    inputs = make_inputs(lay)
+    labels = inputs["rows"]["label"].copy()
+    labels[:10] = -1
+    inputs["rows"]["label"] = labels
+    writer = CacheWriter.create(path, lay, **inputs)
+    for s in shards:
+        arrays = shard_arrays(lay, s)
+        sl = lay.shard_slice(s)
+        for k, row in enumerate(range(sl.start, sl.stop)):
+            if labels[row] < 0:
+                continue
+            arrays["logits"][k, labels[row]] = 100.0 if row % 4 else -100.0
+            arrays["integrated_logits"][k, labels[row]] = 100.0 if row % 10 == 0 else -100.0
+        writer.write_shard(s, arrays)
+    if shards == list(range(lay.num_shards)):
+        writer.finalize()

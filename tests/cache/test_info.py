@@ -6,48 +6,26 @@ from pathlib import Path
 
 import pytest
 
-from kdcache.cache import CacheWriter, TeacherCache, cache_info, format_info
+from kdcache.cache import TeacherCache, cache_info, format_info
 from kdcache.cache.info import integrated_input_warning, teacher_top1
-from tests.cache.helpers import make_inputs, shard_arrays, small_layout
-
-
-def _rigged_cache(path: Path, shards: list[int]) -> None:
-    """Rows 0-9 have no label; the teacher is right on the crops unless row % 4 == 0, and right on the
-    integrated inputs only where row % 10 == 0 (set by a logit of +-100 on the label)."""
-    lay = small_layout(saliency_shape=(1, 4, 3), integrated=True)
-    inputs = make_inputs(lay)
-    labels = inputs["rows"]["label"].copy()
-    labels[:10] = -1
-    inputs["rows"]["label"] = labels
-    writer = CacheWriter.create(path, lay, **inputs)
-    for s in shards:
-        arrays = shard_arrays(lay, s)
-        sl = lay.shard_slice(s)
-        for k, row in enumerate(range(sl.start, sl.stop)):
-            if labels[row] < 0:
-                continue
-            arrays["logits"][k, labels[row]] = 100.0 if row % 4 else -100.0
-            arrays["integrated_logits"][k, labels[row]] = 100.0 if row % 10 == 0 else -100.0
-        writer.write_shard(s, arrays)
-    if shards == list(range(lay.num_shards)):
-        writer.finalize()
+from tests.cache.helpers import rigged_top1_cache
 
 
 def test_teacher_top1_counts_labelled_rows_of_done_shards(tmp_path: Path) -> None:
-    _rigged_cache(tmp_path / "c.zarr", [0, 1, 2])
+    rigged_top1_cache(tmp_path / "c.zarr", [0, 1, 2])
     cache = TeacherCache.open(tmp_path / "c.zarr")
     top1 = teacher_top1(cache, rows=200)
     # rows 10..199: 190 labelled rows; 47 multiples of 4 (12..196), 19 multiples of 10 (10..190)
     assert top1 == {"rows": 190, "teacher_logits": pytest.approx(143 / 190), "integrated_logits": pytest.approx(19 / 190)}
 
-    _rigged_cache(tmp_path / "part.zarr", [1])  # shard 0 not done: rows 128..255 only
+    rigged_top1_cache(tmp_path / "part.zarr", [1])  # shard 0 not done: rows 128..255 only
     top1 = teacher_top1(TeacherCache.open(tmp_path / "part.zarr"), rows=200)
     right = sum(1 for row in range(128, 256) if row % 4)
     assert top1["rows"] == 128 and top1["teacher_logits"] == pytest.approx(right / 128)
 
 
 def test_cache_info_warns_when_the_teacher_is_mostly_wrong_on_integrated_inputs(tmp_path: Path) -> None:
-    _rigged_cache(tmp_path / "c.zarr", [0, 1, 2])
+    rigged_top1_cache(tmp_path / "c.zarr", [0, 1, 2])
     info = cache_info(tmp_path / "c.zarr")
     assert info["teacher_top1"]["rows"] == 290  # all 300 rows but the 10 unlabelled
     text = format_info(info)
@@ -60,7 +38,7 @@ def test_cache_info_warns_when_the_teacher_is_mostly_wrong_on_integrated_inputs(
 
 def test_cache_info_reports_bytes_on_disk(tmp_path: Path) -> None:
     """The build command prints the size from this key; it was missing, so the size never showed."""
-    _rigged_cache(tmp_path / "c.zarr", [0, 1, 2])
+    rigged_top1_cache(tmp_path / "c.zarr", [0, 1, 2])
     info = cache_info(tmp_path / "c.zarr")
     files = [p for p in (tmp_path / "c.zarr").rglob("*") if p.is_file()]
     assert info["bytes_on_disk"] == sum(p.stat().st_size for p in files) > 0

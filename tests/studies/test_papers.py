@@ -15,6 +15,7 @@ import click
 import pytest
 
 from cli.main import main as kdcache_main
+from tests.cache.helpers import rigged_top1_cache
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "studies" / "papers" / "run.sh"
@@ -228,7 +229,13 @@ def test_gate_and_collect_by_hand(tmp_path):
             "num_speakers": 40, "replicates": 1000, "seeds_a": 3, "seeds_b": 2},
             "over_seeds": {"skipped": "needs at least 2 seeds of each system"} if seeds == "skipped" else
             {"method": "paired t", "low": seeds[0], "high": seeds[1]}}))
+    rigged_top1_cache(root / "caches" / "k1-ig5-attribution.zarr", [0, 1, 2])
+    (root / "log" / "cache-k1-ig5-attribution").mkdir(parents=True)
+    for f in ("done", "log.txt"):
+        (root / "log" / "cache-k1-ig5-attribution" / f).touch()
     assert study.main(["collect", "--root", str(root), "--out", str(out), "--k-passes", "8"]) == 0
+    # rows 10..299 labelled: right on the crops unless row % 4 == 0 (218 of 290), integrated where row % 10 == 0 (29)
+    assert "| k1-ig5-attribution | 300 | - | - | 75.2% | 10.0% |" in (out / "caches.md").read_text()
     claims = (out / "comparisons.md").read_text()
     assert ("| a | b | 3 / 2 | 2.00 | 3.00 | -1.00 | [-2.00, -0.10] | [-3.00, -0.20] (paired t) | -33.3% | holds |"
             in claims)
