@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from kdcache.cache.info import integrated_input_warning, teacher_top1
 from kdcache.cache.reader import TeacherCache
 from kdcache.cache.sampler import valid_batch_size
 from kdcache.errors import KdcacheError
@@ -15,6 +16,17 @@ from kdcache.errors import KdcacheError
 def note(message: str) -> None:
     """One line on stderr that is not an error (a setting kdcache chose for the user)."""
     print(f"kdcache: note: {message}", file=sys.stderr, flush=True)
+
+
+def warn_if_integrated_targets_mislead(cache: TeacherCache, reads: tuple[str, ...]) -> str | None:
+    """For a method that reads ``integrated_logits``: a warning on stderr (returned too) when the teacher
+    is mostly wrong on the cache's integrated inputs (kdcache.cache.info.teacher_top1 on 512 rows)."""
+    if "integrated_logits" not in reads or not cache.layout.integrated:
+        return None
+    warning = integrated_input_warning(teacher_top1(cache))
+    if warning and int(os.environ.get("RANK", "0")) == 0:
+        print(f"kdcache: warning: {cache.url}: {warning}", file=sys.stderr, flush=True)
+    return warning
 
 
 def student_batch_size(requested: int, cache: TeacherCache, usable_rows: int, world_size: int = 1) -> int:

@@ -23,7 +23,7 @@ from kdcache.data.corpus import load_corpus
 from kdcache.data.datasets import loader_settings
 from kdcache.distill import methods
 from kdcache.errors import KdcacheError
-from kdcache.train.preflight import student_batch_size
+from kdcache.train.preflight import student_batch_size, warn_if_integrated_targets_mislead
 from kdcache.train.replay_checks import augmenter_for, check_corpus_matches, verify_replayed_inputs
 
 
@@ -55,6 +55,7 @@ class CacheSource:
         """Refuse a method that reads a field this cache lacks; check the corpus and the augmentation
         sets against the cache (and replay ``verify_inputs`` rows); set up the epoch's batches."""
         method.check_fields(self.fields, self.url, self.hints)
+        warn_if_integrated_targets_mislead(self.cache, method.reads)
         self.corpus = load_corpus(self.data)
         check_corpus_matches(self.cache, self.corpus)
         self.features = self.cache.attributes.features
