@@ -537,7 +537,7 @@ stage_report() {
     "stage_${name//-/_}"
   done
   (( DRY )) || { echo "study stages ${STAGES[$START]}..${STAGES[$STOP]} finished; results in $RESULTS"
-                 [[ -s $ROOT/pending.txt ]] && echo "pending runs (need options not in this kdcache): $ROOT/pending.txt"
+                 [[ -s $ROOT/pending.txt ]] && echo "pending runs (each with what it waits for): $ROOT/pending.txt"
                  (( FAILURES )) && echo "$FAILURES run(s) failed (--keep-going): $ROOT/failed.txt"; }
   (( FAILURES )) && exit 1
   exit 0
