@@ -86,7 +86,9 @@ TEACHER_ARCH=${TEACHER_ARCH:-resnet34}
 TEACHER_ARGS=${TEACHER_ARGS:-'{"m_channels": 8, "embed_dim": 128}'}  # 2x wider than the quick start
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-10}                                  # and 10 epochs instead of 6
 XV_ARGS='{"hid_dim": 128, "stats_dim": 256, "embed_dim": 128}'
-RN_ARGS='{"m_channels": 2, "embed_dim": 128}'
+RN_M=${RN_M:-2}                       # ResNet34 m_channels of the second family, named resnet34m<RN_M>
+RN=resnet34m$RN_M
+RN_ARGS="{\"m_channels\": $RN_M, \"embed_dim\": 128}"
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
 IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: 36 CPU min for 16,000 rows (README)
 IG_DURATIONS=${IG_DURATIONS:-1.0}   # the whole 1 s crop (IML-KD also uses its halves: 3x the cost)
@@ -247,8 +249,8 @@ finished() {  # the given run folders whose run is done (all of them in a dry ru
 }
 
 # ---- building blocks ----------------------------------------------------------------------------
-family_arch() { case $1 in xvector) echo xvector ;; resnet34m2) echo resnet34 ;; *) die "family $1" ;; esac; }
-family_args() { case $1 in xvector) echo "$XV_ARGS" ;; resnet34m2) echo "$RN_ARGS" ;; esac; }
+family_arch() { case $1 in xvector) echo xvector ;; "$RN") echo resnet34 ;; *) die "family $1" ;; esac; }
+family_args() { case $1 in xvector) echo "$XV_ARGS" ;; "$RN") echo "$RN_ARGS" ;; esac; }
 
 student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-student + evaluation
   local stage=$1 name=$2 family=$3 loss=$4 seed=$5 cache=$6 corpus=$7 epochs=$8 words loss_words
@@ -317,8 +319,8 @@ stage_ce() {
     ce+=("$STUDENTS/xvector-ce-s$seed")
   done
   for seed in $SEEDS_RESNET; do
-    student ce "resnet34m2-ce-s$seed" resnet34m2 ce "$seed" "$(loss_cache ce)" "$DEMO" "$STUDENT_EPOCHS"
-    ce+=("$STUDENTS/resnet34m2-ce-s$seed")
+    student ce "$RN-ce-s$seed" "$RN" ce "$seed" "$(loss_cache ce)" "$DEMO" "$STUDENT_EPOCHS"
+    ce+=("$STUDENTS/$RN-ce-s$seed")
   done
   barrier
   local force=(); (( FORCE )) && force=(--force)
@@ -339,7 +341,7 @@ stage_grid() {
   for seed in $SEEDS_RESNET; do
     for loss in $RN_LOSSES; do
       [[ $loss == ce ]] && continue
-      student grid "resnet34m2-$loss-s$seed" resnet34m2 "$loss" "$seed" "$(loss_cache "$loss")" "$DEMO" "$STUDENT_EPOCHS"
+      student grid "$RN-$loss-s$seed" "$RN" "$loss" "$seed" "$(loss_cache "$loss")" "$DEMO" "$STUDENT_EPOCHS"
     done
   done
   barrier
@@ -427,7 +429,7 @@ stage_imlkd_checks() {
 stage_saliency_eval() {
   local family loss words models=() other=attribution
   [[ $IG_INPUT == attribution ]] && other=weighted
-  for family in xvector resnet34m2; do
+  for family in xvector "$RN"; do
     words=(kdcache saliency-eval --model "$TEACHER" --label teacher)
     models=("$TEACHER")
     for loss in ce kd-T2 mlkd imlkd; do models+=("$STUDENTS/$family-$loss-s0"); words+=(--model "${models[-1]}" --label "$loss"); done
@@ -454,9 +456,8 @@ COMPARISONS=(
   "xvector-embedding xvector-ce" "xvector-kd-T2 xvector-ce" "xvector-kd-T4 xvector-ce" "xvector-dkd-T1-b2 xvector-ce"
   "xvector-dkd-T2-b8 xvector-ce" "xvector-mlkd xvector-ce" "xvector-imlkd xvector-ce"
   "xvector-imlkd xvector-imlkd-attribution"
-  "resnet34m2-dkd-T1-b2 resnet34m2-embedding" "resnet34m2-dkd-T1-b2 resnet34m2-kd-T2"
-  "resnet34m2-dkd-T2-b8 resnet34m2-embedding" "resnet34m2-dkd-T2-b8 resnet34m2-kd-T2"
-  "resnet34m2-imlkd resnet34m2-kd-T2" "resnet34m2-imlkd resnet34m2-embedding" "resnet34m2-imlkd resnet34m2-mlkd"
+  "$RN-dkd-T1-b2 $RN-embedding" "$RN-dkd-T1-b2 $RN-kd-T2" "$RN-dkd-T2-b8 $RN-embedding" "$RN-dkd-T2-b8 $RN-kd-T2"
+  "$RN-imlkd $RN-kd-T2" "$RN-imlkd $RN-embedding" "$RN-imlkd $RN-mlkd"
 )
 
 seed_dirs() {  # seed_dirs BASE SEEDS: the finished run folders BASE-s<seed>
@@ -480,12 +481,12 @@ compare_step() {  # compare_step NAME_A "DIRS_A" NAME_B "DIRS_B" [--data CORPUS]
 stage_report() {
   local pair a b seeds_a seeds_b fam spec k seed grid=() spk=() ks=()
   probe
-  seeds_for() { if [[ $1 == resnet34m2* ]]; then echo "$SEEDS_RESNET"; else echo "$SEEDS_XVEC"; fi; }
+  seeds_for() { if [[ $1 == "$RN"-* ]]; then echo "$SEEDS_RESNET"; else echo "$SEEDS_XVEC"; fi; }
   for pair in "${COMPARISONS[@]}"; do
     read -r a b <<< "$pair"
     compare_step "$a" "$(seed_dirs "$a" "$(seeds_for "$a")")" "$b" "$(seed_dirs "$b" "$(seeds_for "$b")")"
   done
-  for fam in xvector resnet34m2; do
+  for fam in xvector "$RN"; do
     compare_step "teacher" "$(finished "$TEACHER")" "$fam-ce" "$(seed_dirs "$fam-ce" "$(seeds_for "$fam")")"
   done
   local largest=${SPK_CORPORA##* }
@@ -508,7 +509,7 @@ stage_report() {
       "$(seed_dirs "xvector-dkd-T2-b8-online" "$SEEDS_K")"
   done
   if (( HAS_REPORT )); then
-    mapfile -t grid < <(finished "$TEACHER" "$STUDENTS"/xvector-* "$STUDENTS"/resnet34m2-*)
+    mapfile -t grid < <(finished "$TEACHER" "$STUDENTS"/xvector-* "$STUDENTS/$RN"-*)
     mapfile -t spk < <(finished "$MODELS"/spk*-teacher "$MODELS"/spk*-ce-own-* "$STUDENTS"/spk*)
     mapfile -t ks < <(finished "$STUDENTS"/xvector-dkd-T2-b8-K* "$STUDENTS"/xvector-dkd-T2-b8-online-*)
     (( ${#grid[@]} )) && step report report-grid -- kdcache report "${grid[@]}" --out "$RESULTS/grid"

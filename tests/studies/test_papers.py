@@ -170,6 +170,19 @@ def test_imlkd_reads_weighted_integrated_inputs_and_the_check_reads_attribution(
     assert [modes[f"xvector-imlkd-attribution-s{s}"] for s in range(3)] == ["attribution.zarr"] * 3
 
 
+def test_second_family_width_is_one_setting(tmp_path):
+    """RN_M=1 names the family resnet34m1 everywhere (students, comparisons, saliency) with m_channels 1."""
+    result = _run(["--dry-run", "--stage", "ce", "--stop-stage", "grid"], tmp_path, {"RN_M": "1"})
+    assert result.returncode == 0, result.stderr
+    blocks = _blocks(result.stdout)
+    names = [name for _, name, _, _ in blocks]
+    assert "resnet34m1-ce-s1" in names and "resnet34m1-imlkd-s0" in names and not any("m2" in n for n in names)
+    words = next(c[0] for _, name, _, c in blocks if name == "resnet34m1-dkd-T2-b8-s0")
+    assert words[words.index("--model-args") + 1] == '{"m_channels": 1, "embed_dim": 128}'
+    gate = next(c[0] for _, name, _, c in blocks if name == "teacher-gate")
+    assert any(w.endswith("/students/resnet34m1-ce-s0") for w in gate)
+
+
 @pytest.mark.timeout(600)  # about 30 s of CPU (7 Python starts); minutes of wall on a loaded machine
 def test_one_stage_runs_resumes_and_refuses_changed_settings(tmp_path):
     env = {"CORPUS_ARGS": "--speakers 2 --utterances-per-speaker 2 --seconds 0.6 --test-speakers 2",
