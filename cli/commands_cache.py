@@ -80,7 +80,7 @@ def build_teacher_cache_cmd(data, teacher, out, crops_per_utt, crop_seconds, see
     )
     if summary.bad_rows:
         click.echo(f"warning: {summary.bad_rows} rows had unreadable audio and were recorded as bad", err=True)
-    warning = integrated_input_warning(info["teacher_top1"])
+    warning = integrated_input_warning(info["teacher_top1"], integrated_input)
     if warning:
         click.echo(f"warning: {warning}", err=True)
 

@@ -57,17 +57,18 @@ def teacher_top1(cache: TeacherCache, rows: int = TOP1_ROWS) -> dict[str, Any] |
     return out
 
 
-def integrated_input_warning(top1: dict[str, Any] | None) -> str | None:
+def integrated_input_warning(top1: dict[str, Any] | None, mode: str | None = None) -> str | None:
     """A warning when the teacher is mostly wrong on the integrated inputs (imlkd would distill wrong
-    speakers), else None."""
+    speakers), else None. ``mode``: the cache's ``--integrated-input``, for the advice."""
     if not top1 or "integrated_logits" not in top1:
         return None
     crops, integrated = top1["teacher_logits"], top1["integrated_logits"]
     if integrated >= INTEGRATED_TOP1_FLOOR * crops:
         return None
+    advice = ("Rebuild with --integrated-input weighted." if mode in (None, "attribution") else
+              f"Check the IG settings (--integrated-input {mode}).")
     return (f"the teacher names the right speaker for {integrated:.1%} of the integrated inputs against "
-            f"{crops:.1%} of the crops: imlkd would distill mostly wrong speakers. Rebuild with "
-            "--integrated-input weighted.")
+            f"{crops:.1%} of the crops: imlkd would distill mostly wrong speakers. {advice}")
 
 
 def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def format_info(info: dict[str, Any]) -> str:
         on_integrated = (f"; {top1['integrated_logits']:.1%} on the integrated inputs"
                          if "integrated_logits" in top1 else "")
         lines.append(f"{'teacher top-1':<14} {top1['teacher_logits']:.1%} of {top1['rows']} crops{on_integrated}")
-        warning = integrated_input_warning(top1)
+        warning = integrated_input_warning(top1, (s.get("saliency") or {}).get("integrated_input"))
         if warning:
             lines.append(f"{'WARNING':<14} {warning}")
     methods = info.get("methods")

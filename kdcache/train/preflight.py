@@ -23,7 +23,8 @@ def warn_if_integrated_targets_mislead(cache: TeacherCache, reads: tuple[str, ..
     is mostly wrong on the cache's integrated inputs (kdcache.cache.info.teacher_top1 on 512 rows)."""
     if "integrated_logits" not in reads or not cache.layout.integrated:
         return None
-    warning = integrated_input_warning(teacher_top1(cache))
+    mode = (cache.settings.get("saliency") or {}).get("integrated_input")
+    warning = integrated_input_warning(teacher_top1(cache), mode)
     if warning and int(os.environ.get("RANK", "0")) == 0:
         print(f"kdcache: warning: {cache.url}: {warning}", file=sys.stderr, flush=True)
     return warning

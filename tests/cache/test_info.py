@@ -34,6 +34,8 @@ def test_cache_info_warns_when_the_teacher_is_mostly_wrong_on_integrated_inputs(
     assert integrated_input_warning({"rows": 9, "teacher_logits": 0.9, "integrated_logits": 0.44}) is not None
     assert integrated_input_warning({"rows": 9, "teacher_logits": 0.9}) is None
     assert integrated_input_warning(None) is None
+    weighted = integrated_input_warning({"rows": 9, "teacher_logits": 0.9, "integrated_logits": 0.1}, "weighted")
+    assert "Check the IG settings (--integrated-input weighted)" in weighted
 
 
 def test_cache_info_reports_bytes_on_disk(tmp_path: Path) -> None:
