@@ -40,6 +40,7 @@ from . import schema as sc
 from .reader import TeacherCache
 from .store import is_remote as _is_remote
 from .store import local_path as _local_path
+from .store import quiet_hierarchy_walk
 from .verify import VerifyReport, verify_cache
 
 STATE_FILE = ".kdcache-pull.json"
@@ -96,7 +97,9 @@ def list_cache_files(cache: TeacherCache) -> tuple[list[_File], list[int]]:
     done = cache.done()
     per_shard = _per_shard_arrays(layout)
     files = [_File("zarr.json", True)]
-    for path, node in group.members(max_depth=None):
+    with quiet_hierarchy_walk():
+        members = list(group.members(max_depth=None))
+    for path, node in members:
         files.append(_File(f"{path}/zarr.json", True))
         if not isinstance(node, zarr.Array):
             continue

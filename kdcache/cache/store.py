@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import selectors
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -54,6 +57,17 @@ def _forget_event_loops() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_remember_event_loops, after_in_parent=_forget_event_loops,
                         after_in_child=_detach_inherited_event_loops)
+
+
+@contextmanager
+def quiet_hierarchy_walk() -> Iterator[None]:
+    """Silence zarr's two warnings about kdcache's own choices while it walks a cache's hierarchy: that
+    consolidated metadata is not in the v3 spec (readers over HTTP need it), and that the build's
+    settings file (``config.yaml``, beside the arrays) is not a zarr node."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr hierarchy.*")
+        yield
 
 
 def is_remote(url: str) -> bool:

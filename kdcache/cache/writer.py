@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,6 +28,7 @@ from .codecs import encode, quantize_uint8  # noqa: F401 - quantize_uint8 is pub
 from .lock import build_lock  # noqa: F401 - the builder's import
 from .objectstore import CacheLocation
 from .schema import CacheLayout
+from .store import quiet_hierarchy_walk
 from .validation import read_done, unsafe_utterance_id
 
 # Settings that may change between a build and its resume.
@@ -346,8 +346,7 @@ class CacheWriter:
         self._group.attrs[sc.ATTRS_KEY] = self.settings
 
     def _consolidate(self) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        with quiet_hierarchy_walk():
             zarr.consolidate_metadata(self._group.store)
 
     def finalize(self) -> bool:
@@ -361,7 +360,6 @@ class CacheWriter:
         write of the root zarr.json: a reader (over s3:// or http:// it needs the consolidated metadata)
         never finds the root without it, nor new settings before the metadata they describe."""
         self.settings = {**self.settings, **updates}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        with quiet_hierarchy_walk():
             consolidated = zarr.consolidate_metadata(self._group.store)
         consolidated.attrs[sc.ATTRS_KEY] = self.settings

@@ -182,3 +182,20 @@ def test_rewriting_a_shard_of_a_complete_cache_withdraws_complete_first(tmp_path
     monkeypatch.undo()
     w.write_shard(2, shard_arrays(lay, 2, seed=1))
     assert w.finalize() is True and TeacherCache.open(path).is_complete
+
+
+def test_the_settings_file_inside_a_cache_raises_no_zarr_warning_on_resume_or_pull(tmp_path: Path) -> None:
+    """build-teacher-cache writes config.yaml into the cache; zarr warned on every later walk of the
+    hierarchy (a resumed build's consolidation, `cache pull`) that it is not a zarr node."""
+    import warnings
+
+    from kdcache.cache.pull import list_cache_files
+
+    path = tmp_path / "c.zarr"
+    build(path, small_layout())
+    (path / "config.yaml").write_text("data: x\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CacheWriter.open_for_resume(path).finalize()
+        files, missing = list_cache_files(TeacherCache.open(path))
+    assert missing == [] and not any(f.key == "config.yaml" for f in files)

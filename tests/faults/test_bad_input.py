@@ -7,6 +7,7 @@ prints it in Markdown with the messages the commands give now.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import sys
@@ -457,8 +458,12 @@ def test_bad_input_gives_one_line_and_the_documented_status(case, inputs):
 
 
 def test_s3_without_s3fs_names_the_extra(inputs, monkeypatch):
-    # s3fs is a dev dependency; hide it as an install without the [s3] extra would lack it.
+    # s3fs is a dev dependency; hide it as an install without the [s3] extra would lack it. Once an
+    # earlier test imported it, fsspec's registry holds its class: drop that too (order-independent).
+    registry = importlib.import_module("fsspec.registry")._registry  # the package attribute is a read-only view
     monkeypatch.setitem(sys.modules, "s3fs", None)
+    for protocol in ("s3", "s3a"):
+        monkeypatch.delitem(registry, protocol, raising=False)
     args = student(inputs)
     result = run_cli(*args[:2], "s3://bucket/c.zarr", *args[3:])
     assert result.code == 2 and "kdcache[s3]" in one_line_error(result)
