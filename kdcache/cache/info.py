@@ -14,11 +14,17 @@ from .fingerprint import cache_fingerprint, fingerprint_inputs
 from .reader import TeacherCache
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
+def _bytes_by_folder(path: Path) -> dict[str, int]:
+    """Bytes of the files in each folder below ``path`` (relative '/'-paths, '' for ``path``), one walk."""
+    sizes: dict[str, int] = {}
     for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
+        rel = Path(root).relative_to(path).as_posix()
+        sizes["" if rel == "." else rel] = sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return sizes
+
+
+def _bytes_under(sizes: dict[str, int], folder: str) -> int:
+    return sum(n for rel, n in sizes.items() if rel == folder or rel.startswith(folder + "/"))
 
 
 TOP1_ROWS = 512  # enough for +-2.2 points (one standard error at 50%); 6 MB of float16 logits at 5994 classes
@@ -81,6 +87,7 @@ def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
     done = cache.done()
     rows_done = int(sum(lay.shard_slice(int(s)).stop - lay.shard_slice(int(s)).start for s in np.flatnonzero(done)))
     local = None if cache.is_remote else Path(cache.url.removeprefix("file://"))
+    sizes = _bytes_by_folder(local) if local is not None else {}
     U = int(cache.settings.get("num_utterances", 0))
     arrays: dict[str, Any] = {}
     for name, spec in sc.array_specs(lay, U, with_head=bool(cache.settings.get("has_head"))).items():
@@ -92,7 +99,7 @@ def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
             "shards": list(arr.shards) if arr.shards else None,
         }
         if local is not None:
-            stored = _dir_bytes(local / name)
+            stored = _bytes_under(sizes, name)
             entry["stored_bytes"] = stored
             if spec.row_indexed:
                 entry["bytes_per_row"] = stored / max(rows_done, 1)
@@ -114,7 +121,7 @@ def cache_info(cache: TeacherCache | str | Path) -> dict[str, Any]:
         "teacher_top1": teacher_top1(cache),
     }
     if local is not None:
-        info["bytes_on_disk"] = _dir_bytes(local)
+        info["bytes_on_disk"] = sum(sizes.values())
     return info
 
 
