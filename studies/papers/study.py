@@ -3,7 +3,7 @@
     python studies/papers/study.py corpus-stats CORPUS --out FILE
     python studies/papers/study.py same-test-set CORPUS...
     python studies/papers/study.py gate --teacher DIR --out FILE [--force] CE_RUN...
-    python studies/papers/study.py collect --root ROOT --out RESULTS [--k-passes 48] [--online-epochs 48]
+    python studies/papers/study.py collect --root ROOT --out RESULTS [--k-passes 32] [--online-epochs 32]
 
 The statistics (means, t-intervals) come from kdcache.evaluate.compare; this file only reads run folders
 and writes Markdown, JSON and pictures.
@@ -193,36 +193,50 @@ def _results_table(runs: dict[str, dict]) -> list[str]:
 
 def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out: Path, k_passes: int,
             online_epochs: int) -> list[str]:
+    """EER against K with online KD as a band, and each K's CPU cost as a share of online KD's.
+
+    The share for one student counts the cache build; with the cache shared by many students only the
+    student's own CPU time is left (the cache's cost per student tends to 0)."""
     pattern = re.compile(r"^xvector-dkd-T2-b8-(K(?P<k>\d+)|online)-s\d+$")
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (eer, wall s, CPU s)
     for name, m in runs.items():
         match = pattern.match(name)
         if match:
-            points[match["k"] or "online"].append((m["eer"], per_run.get(name, (np.nan, np.nan))[0]))
+            points[match["k"] or "online"].append((m["eer"], *per_run.get(name, (np.nan, np.nan))))
     ks = sorted(int(k) for k in points if k != "online")
     if not ks:
         return []
+    online_cpu = np.nanmean([c for _, _, c in points["online"]]) if points.get("online") else np.nan
+
+    def share(cpu: float) -> str:
+        return "" if np.isnan(cpu / online_cpu) else f"{cpu / online_cpu:.2f}"
+
     lines = ["# Cached KD with K crops per utterance against online KD (dkd, beta 8, T 2; x-vector)", "",
-             f"Equal steps: K crops x {k_passes} // K epochs cached; online {online_epochs} epochs of fresh crops.", "",
-             "| K | epochs | seeds | EER % | student wall min (mean) | cache build wall min | cache CPU min |",
-             "|---|---|---|---|---|---|---|"]
+             f"Equal steps: K crops x {k_passes} // K epochs cached; online {online_epochs} epochs of fresh crops. "
+             "Cost is CPU time (user + sys) as a share of the online student's; wall time is shown as well, "
+             "but two runs shared the machine's cores.", "",
+             "| K | epochs | seeds | EER % | student wall min | student CPU min | cache build CPU min "
+             "| CPU / online, 1 student | CPU / online, cache shared |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for k in ks:
-        eers = [e for e, _ in points[str(k)]]
-        wall = np.nanmean([w for _, w in points[str(k)]]) / 60
-        build = per_run.get(f"cache-k{k}", (np.nan, np.nan))
-        lines.append(f"| {k} | {k_passes // k} | {len(eers)} | {fmt(*mean_ci(eers))} | {wall:.1f} | "
-                     f"{build[0] / 60:.1f} | {build[1] / 60:.1f} |")
-    online = [e for e, _ in points.get("online", [])]
+        eers = [e for e, _, _ in points[str(k)]]
+        wall = np.nanmean([w for _, w, _ in points[str(k)]])
+        cpu = np.nanmean([c for _, _, c in points[str(k)]])
+        build = per_run.get(f"cache-k{k}", (np.nan, np.nan))[1]
+        lines.append(f"| {k} | {k_passes // k} | {len(eers)} | {fmt(*mean_ci(eers))} | {wall / 60:.1f} | "
+                     f"{cpu / 60:.1f} | {'' if np.isnan(build) else f'{build / 60:.1f}'} | {share(build + cpu)} | {share(cpu)} |")
+    online = [e for e, _, _ in points.get("online", [])]
     if online:
-        wall = np.nanmean([w for _, w in points["online"]]) / 60
-        lines.append(f"| online | {online_epochs} | {len(online)} | {fmt(*mean_ci(online))} | {wall:.1f} | | |")
+        wall = np.nanmean([w for _, w, _ in points["online"]])
+        lines.append(f"| online | {online_epochs} | {len(online)} | {fmt(*mean_ci(online))} | {wall / 60:.1f} | "
+                     f"{online_cpu / 60:.1f} | | 1.00 | 1.00 |")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    stats = [mean_ci([e for e, _ in points[str(k)]]) for k in ks]
+    stats = [mean_ci([e for e, _, _ in points[str(k)]]) for k in ks]
     ax.errorbar(ks, [100 * m for m, _ in stats], yerr=[0 if np.isnan(h) else 100 * h for _, h in stats],
                 marker="o", capsize=3, label="cached, K crops per utterance")
     if online:
@@ -425,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect")
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--k-passes", type=int, default=48)
-    p.add_argument("--online-epochs", type=int, default=48)
+    p.add_argument("--k-passes", type=int, default=32)
+    p.add_argument("--online-epochs", type=int, default=32)
     p.set_defaults(func=collect)
     return parser
 

@@ -213,6 +213,7 @@ def test_gate_and_collect_by_hand(tmp_path):
     eers = {"xvector-ce-s0": 0.04, "xvector-ce-s1": 0.05, "xvector-ce-s2": 0.06,
             "xvector-dkd-T2-b8-s0": 0.03, "xvector-dkd-T2-b8-s1": 0.02,
             "xvector-dkd-T2-b8-K2-s0": 0.05, "xvector-dkd-T2-b8-K4-s0": 0.03, "xvector-dkd-T2-b8-K4-s1": 0.05,
+            "xvector-dkd-T2-b8-online-s0": 0.04,
             "spk100x40-xvector-ce-own-s0": 0.10, "spk100x40-xvector-ce-own-s1": 0.12, "spk400x10-xvector-dkd-T2-b8-s0": 0.05}
     lines = []
     for name, eer in eers.items():
@@ -224,6 +225,7 @@ def test_gate_and_collect_by_hand(tmp_path):
         (root / "students" / name / "metrics.json").write_text(json.dumps(
             {"eer": eer, "min_dcf": 10 * eer, "trials": "demo/test/trials.txt"}))
         lines.append(f"grid\t{name}\t60\t100\t20")
+    lines.append("ksweep\tcache-k2\t30\t50\t10")  # 60 CPU s; every student above takes 120
     (root / "cpu_time.tsv").write_text("\n".join(lines) + "\n")
     (root / "models" / "teacher").mkdir(parents=True)
     (root / "models" / "teacher" / "metrics.json").write_text(json.dumps({"eer": 0.045, "min_dcf": 0.3}))
@@ -260,12 +262,14 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert "| xvector-dkd-T2-b8 | 2 | 2.50 ± 6.35 | 0.250 ± 0.635 | -50.0% | 3.00 / 2.00 |" in table
     assert "| xvector-dkd-T2-b8-K2 | 1 | 5.00 | 0.500 |" in table
     cpu = (out / "cpu_time.md").read_text()
-    assert "| grid | 11 | 0.18 | 0.37 |" in cpu  # 11 x 60 s wall, 11 x 120 s CPU
+    assert "| grid | 12 | 0.20 | 0.40 |" in cpu  # 12 x 60 s wall, 12 x 120 s CPU
     speakers = (out / "speakers.md").read_text()
     assert "| 100 x 40 | 11.00 ± 12.71 (2) |  |  |" in speakers  # t(1) 12.7062 x sd 0.0141 / sqrt 2
     assert "| 400 x 10 |  |  | 5.00 (1) |" in speakers and (out / "speakers.png").is_file()
     ksweep = (out / "ksweep.md").read_text()
-    assert "| 4 | 2 | 2 | 4.00 ± 12.71 |" in ksweep and (out / "ksweep.png").is_file()
+    assert "| 4 | 2 | 2 | 4.00 ± 12.71 | 1.0 | 2.0 |  |  | 1.00 |" in ksweep and (out / "ksweep.png").is_file()
+    assert "| 2 | 4 | 1 | 5.00 | 1.0 | 2.0 | 1.0 | 1.50 | 1.00 |" in ksweep  # (60 + 120) / 120
+    assert "| online | 32 | 1 | 4.00 | 1.0 | 2.0 | | 1.00 | 1.00 |" in ksweep
     assert json.loads((out / "runs" / "xvector-ce-s1" / "metrics.json").read_text())["eer"] == 0.05
     assert (out / "runs" / "xvector-ce-s1" / "log_tail.txt").read_text() == "epoch 1\nprogress\nEER line\n"
 
