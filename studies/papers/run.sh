@@ -18,7 +18,8 @@
 #  10 report          report tables, paired comparisons, run metadata and CPU time to docs/results
 #
 # Every run has a folder under ROOT/log/NAME with its settings (settings.txt), the exact command
-# (command.sh), its output (log.txt) and its time (time.txt: real, user, sys seconds). A run whose
+# (command.sh), its output (log.txt; an earlier attempt's in log.attempt-N.txt) and its time (time.txt:
+# real, user, sys seconds of the last attempt). A run whose
 # log folder holds `done` is skipped; a run killed halfway resumes (training with --resume, cache
 # builds by rerunning, corpora from scratch). Changing a run's settings is refused: remove its log
 # folder and output, or use another --root. Options not yet in this kdcache (train-student
@@ -167,6 +168,11 @@ run_one() {  # run_one STAGE NAME: run LOG/NAME/command.sh, time it, mark it don
   local stage=$1 name=$2 dir=$LOG/$2 rc real user sys
   echo "[$(date -u +%H:%M:%S)] start  [$stage] $name"
   local TIMEFORMAT='%R %U %S'
+  if [[ -f $dir/log.txt ]]; then  # an earlier attempt was killed or failed: keep its log (its time is lost)
+    local earlier
+    earlier=$(compgen -G "$dir/log.attempt-*.txt" | wc -l)
+    mv "$dir/log.txt" "$dir/log.attempt-$(( earlier + 1 )).txt"
+  fi
   { time bash "$dir/command.sh" > "$dir/log.txt" 2>&1; } 2> "$dir/time.txt"
   rc=$?
   if (( rc == 0 )); then

@@ -153,6 +153,10 @@ def _cpu_table(root: Path) -> tuple[list[str], dict[str, tuple[float, float]]]:
         lines.append(f"| {stage} | {n} | {wall / 3600:.2f} | {cpu / 3600:.2f} |")
         total = [total[0] + n, total[1] + wall, total[2] + cpu]
     lines.append(f"| **all** | {total[0]} | {total[1] / 3600:.2f} | **{total[2] / 3600:.2f}** |")
+    restarted = sorted(p.parent.name for p in (root / "log").glob("*/log.attempt-1.txt") if p.parent.name in per_run)
+    if restarted:
+        lines += ["", f"{len(restarted)} run(s) finished on a later attempt after an interruption or a failure; "
+                  "only the last attempt's time is counted, so the totals are a lower bound: " + ", ".join(restarted)]
     return lines, per_run
 
 

@@ -188,8 +188,13 @@ def test_one_stage_runs_resumes_and_refuses_changed_settings(tmp_path):
     env = {"CORPUS_ARGS": "--speakers 2 --utterances-per-speaker 2 --seconds 0.6 --test-speakers 2",
            "SPK_CORPORA": "2x4 4x2", "SPK_TEST_OFFSET": "10", "SPK_TEST_SPEAKERS": "2", "SPK_TEST_UTTS": "2",
            "SPK_ARGS": "--seconds 0.6"}
+    killed = tmp_path / "root" / "log" / "corpus-demo"
+    killed.mkdir(parents=True)
+    (killed / "log.txt").write_text("an attempt killed halfway\n")
     first = _run(["--stop-stage", "corpora", "--jobs", "3"], tmp_path, env)
     assert first.returncode == 0, first.stdout + first.stderr
+    assert (killed / "log.attempt-1.txt").read_text() == "an attempt killed halfway\n"
+    assert "synthesising" in (killed / "log.txt").read_text()
     assert "2 corpora share one test set" in first.stdout
     root = tmp_path / "root"
     settings = (root / "log" / "corpus-spk2x4" / "settings.txt").read_text()
@@ -227,6 +232,7 @@ def test_gate_and_collect_by_hand(tmp_path):
         lines.append(f"grid\t{name}\t60\t100\t20")
     lines.append("ksweep\tcache-k2\t30\t50\t10")  # 60 CPU s; every student above takes 120
     (root / "cpu_time.tsv").write_text("\n".join(lines) + "\n")
+    (root / "log" / "xvector-ce-s2" / "log.attempt-1.txt").write_text("killed\n")
     (root / "models" / "teacher").mkdir(parents=True)
     (root / "models" / "teacher" / "metrics.json").write_text(json.dumps({"eer": 0.045, "min_dcf": 0.3}))
     ce = [str(root / "students" / f"xvector-ce-s{s}") for s in range(3)]
@@ -263,6 +269,7 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert "| xvector-dkd-T2-b8-K2 | 1 | 5.00 | 0.500 |" in table
     cpu = (out / "cpu_time.md").read_text()
     assert "| grid | 12 | 0.20 | 0.40 |" in cpu  # 12 x 60 s wall, 12 x 120 s CPU
+    assert "1 run(s) finished on a later attempt" in cpu and cpu.rstrip().endswith(": xvector-ce-s2")
     speakers = (out / "speakers.md").read_text()
     assert "| 100 x 40 | 11.00 ± 12.71 (2) |  |  |" in speakers  # t(1) 12.7062 x sd 0.0141 / sqrt 2
     assert "| 400 x 10 |  |  | 5.00 (1) |" in speakers and (out / "speakers.png").is_file()
