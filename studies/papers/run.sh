@@ -90,6 +90,9 @@ XV_ARGS='{"hid_dim": 128, "stats_dim": 256, "embed_dim": 128}'
 RN_M=${RN_M:-2}                       # ResNet34 m_channels of the second family, named resnet34m<RN_M>
 RN=resnet34m$RN_M
 RN_ARGS="{\"m_channels\": $RN_M, \"embed_dim\": 128}"
+RN_TEACHER_ARGS=${RN_TEACHER_ARGS:-}  # set (e.g. '{"m_channels": 16, "embed_dim": 128}'): the second family
+RN_TEACHER_EPOCHS=${RN_TEACHER_EPOCHS:-$TEACHER_EPOCHS}  # learns from a teacher of its own, with its own
+                                      # caches (rn-*) and gate; empty: from the study's teacher
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
 IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: 36 CPU min for 16,000 rows (README)
 IG_DURATIONS=${IG_DURATIONS:-1.0}   # the whole 1 s crop (IML-KD also uses its halves: 3x the cost)
@@ -123,7 +126,7 @@ declare -A LOSS_ARGS=(
 )
 
 DATA=$ROOT/data; MODELS=$ROOT/models; CACHES=$ROOT/caches; STUDENTS=$ROOT/students; LOG=$ROOT/log
-DEMO=$DATA/demo; TEACHER=$MODELS/teacher
+DEMO=$DATA/demo; TEACHER=$MODELS/teacher; TEACHER_RN=$MODELS/teacher-rn
 STUDY=("$PY" "$HERE/study.py")
 
 # ---- what this kdcache offers (runs that need more are pending); asked once, when first needed ---
@@ -258,6 +261,9 @@ finished() {  # the given run folders whose run is done (all of them in a dry ru
 # ---- building blocks ----------------------------------------------------------------------------
 family_arch() { case $1 in xvector) echo xvector ;; "$RN") echo resnet34 ;; *) die "family $1" ;; esac; }
 family_args() { case $1 in xvector) echo "$XV_ARGS" ;; "$RN") echo "$RN_ARGS" ;; esac; }
+own_teacher() { [[ $1 == "$RN" && -n $RN_TEACHER_ARGS ]]; }  # own_teacher FAMILY: not the study's teacher?
+family_teacher() { if own_teacher "$1"; then echo "$TEACHER_RN"; else echo "$TEACHER"; fi; }
+family_caches() { if own_teacher "$1"; then echo "$CACHES/rn-"; else echo "$CACHES/"; fi; }  # path prefix
 
 student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-student + evaluation
   local stage=$1 name=$2 family=$3 loss=$4 seed=$5 cache=$6 corpus=$7 epochs=$8 words loss_words
@@ -278,10 +284,17 @@ student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-st
   fi
 }
 
-ig_cache() { echo "$CACHES/k$K_MAIN-ig$1-$2.zarr"; }  # ig_cache STEPS INPUT_MODE: a saliency cache of the main crops
-loss_cache() { if [[ $1 == imlkd ]]; then ig_cache "$IG_STEPS" "$IG_INPUT"; else echo "$CACHES/k$K_MAIN.zarr"; fi; }
-saliency_cache() {  # saliency_cache STAGE STEPS INPUT_MODE
-  build_cache "$1" "cache-k$K_MAIN-ig$2-$3" "$DEMO" "$TEACHER" "$(ig_cache "$2" "$3")" "$K_MAIN" \
+ig_cache() {  # ig_cache STEPS INPUT_MODE [FAMILY]: a saliency cache of the main crops (by FAMILY's teacher)
+  echo "$(family_caches "${3:-xvector}")k$K_MAIN-ig$1-$2.zarr"
+}
+loss_cache() {  # loss_cache LOSS [FAMILY]: the cache a student of FAMILY reads for LOSS
+  if [[ $1 == imlkd ]]; then ig_cache "$IG_STEPS" "$IG_INPUT" "${2:-xvector}"
+  else echo "$(family_caches "${2:-xvector}")k$K_MAIN.zarr"; fi
+}
+saliency_cache() {  # saliency_cache STAGE STEPS INPUT_MODE [FAMILY]
+  local out
+  out=$(ig_cache "$2" "$3" "${4:-xvector}")
+  build_cache "$1" "cache-$(basename "$out" .zarr)" "$DEMO" "$(family_teacher "${4:-xvector}")" "$out" "$K_MAIN" \
     --saliency --ig-steps "$2" --ig-durations "$IG_DURATIONS" --integrated-input "$3"
 }
 
@@ -292,9 +305,9 @@ build_cache() {  # build_cache STAGE NAME CORPUS TEACHER OUT K [extra build-teac
     --crop-seconds "$CROP" --crops-per-utt "$k" "$@" ::: kdcache cache info "$out"
 }
 
-train_teacher() {  # train_teacher STAGE NAME CORPUS OUT
-  job "$1" "$2" -- kdcache train-teacher --data "$3/train" --arch "$TEACHER_ARCH" --model-args "$TEACHER_ARGS" \
-    --epochs "$TEACHER_EPOCHS" --batch-size 16 --crop-seconds "$CROP" --final-lr 1e-2 --margin 0 --out "$4" --resume \
+train_teacher() {  # train_teacher STAGE NAME CORPUS OUT [MODEL_ARGS EPOCHS]
+  job "$1" "$2" -- kdcache train-teacher --data "$3/train" --arch "$TEACHER_ARCH" --model-args "${5:-$TEACHER_ARGS}" \
+    --epochs "${6:-$TEACHER_EPOCHS}" --batch-size 16 --crop-seconds "$CROP" --final-lr 1e-2 --margin 0 --out "$4" --resume \
     ::: kdcache evaluate --model "$4" --data "$3/test" --trials "$3/test/trials.txt" --out "$4/metrics.json"
 }
 
@@ -315,27 +328,51 @@ stage_corpora() {
   step corpora same-test-set -- python "$HERE/study.py" same-test-set "${dirs[@]}" || exit 1
 }
 
-stage_teacher() { train_teacher teacher teacher "$DEMO" "$TEACHER"; barrier; }
+stage_teacher() {
+  train_teacher teacher teacher "$DEMO" "$TEACHER"
+  own_teacher "$RN" && train_teacher teacher teacher-rn "$DEMO" "$TEACHER_RN" "$RN_TEACHER_ARGS" "$RN_TEACHER_EPOCHS"
+  barrier
+}
 
-stage_cache() { build_cache cache "cache-k$K_MAIN" "$DEMO" "$TEACHER" "$CACHES/k$K_MAIN.zarr" "$K_MAIN"; barrier; }
+stage_cache() {
+  local family out
+  for family in xvector "$RN"; do
+    [[ $family == xvector ]] || own_teacher "$family" || continue
+    out=$(loss_cache ce "$family")
+    build_cache cache "cache-$(basename "$out" .zarr)" "$DEMO" "$(family_teacher "$family")" "$out" "$K_MAIN"
+  done
+  barrier
+}
 
 stage_ce() {
-  local seed ce=()
+  local seed ce=() ce_rn=()
   for seed in $SEEDS_XVEC; do
     student ce "xvector-ce-s$seed" xvector ce "$seed" "$(loss_cache ce)" "$DEMO" "$STUDENT_EPOCHS"
     ce+=("$STUDENTS/xvector-ce-s$seed")
   done
   for seed in $SEEDS_RESNET; do
-    student ce "$RN-ce-s$seed" "$RN" ce "$seed" "$(loss_cache ce)" "$DEMO" "$STUDENT_EPOCHS"
-    ce+=("$STUDENTS/$RN-ce-s$seed")
+    student ce "$RN-ce-s$seed" "$RN" ce "$seed" "$(loss_cache ce "$RN")" "$DEMO" "$STUDENT_EPOCHS"
+    if own_teacher "$RN"; then ce_rn+=("$STUDENTS/$RN-ce-s$seed"); else ce+=("$STUDENTS/$RN-ce-s$seed"); fi
   done
   barrier
-  local force=(); (( FORCE )) && force=(--force)
-  step ce teacher-gate -- python "$HERE/study.py" gate --teacher "$TEACHER" --out "$RESULTS/teacher_margin.md" \
-    "${force[@]}" "${ce[@]}" || { echo "run.sh: the teacher gate failed (see $RESULTS/teacher_margin.md); --force to go on" >&2; exit 3; }
+  gate teacher-gate "$TEACHER" "$RESULTS/teacher_margin.md" "${ce[@]}"
+  (( ${#ce_rn[@]} )) && gate teacher-gate-rn "$TEACHER_RN" "$RESULTS/teacher_margin_rn.md" "${ce_rn[@]}"
+  return 0
 }
 
-stage_saliency_cache() { saliency_cache saliency-cache "$IG_STEPS" "$IG_INPUT"; barrier; }
+gate() {  # gate NAME TEACHER OUT CE_RUN...: stop the study unless the teacher beats every CE family
+  local name=$1 teacher=$2 out=$3 force=()
+  shift 3
+  (( FORCE )) && force=(--force)
+  step ce "$name" -- python "$HERE/study.py" gate --teacher "$teacher" --out "$out" "${force[@]}" "$@" \
+    || { echo "run.sh: the teacher gate failed (see $out); --force to go on" >&2; exit 3; }
+}
+
+stage_saliency_cache() {
+  saliency_cache saliency-cache "$IG_STEPS" "$IG_INPUT"
+  own_teacher "$RN" && saliency_cache saliency-cache "$IG_STEPS" "$IG_INPUT" "$RN"
+  barrier
+}
 
 stage_grid() {
   local seed loss
@@ -348,7 +385,7 @@ stage_grid() {
   for seed in $SEEDS_RESNET; do
     for loss in $RN_LOSSES; do
       [[ $loss == ce ]] && continue
-      student grid "$RN-$loss-s$seed" "$RN" "$loss" "$seed" "$(loss_cache "$loss")" "$DEMO" "$STUDENT_EPOCHS"
+      student grid "$RN-$loss-s$seed" "$RN" "$loss" "$seed" "$(loss_cache "$loss" "$RN")" "$DEMO" "$STUDENT_EPOCHS"
     done
   done
   barrier
@@ -434,11 +471,12 @@ stage_imlkd_checks() {
 }
 
 stage_saliency_eval() {
-  local family loss words models=() other=attribution
+  local family loss words models=() other=attribution teacher
   [[ $IG_INPUT == attribution ]] && other=weighted
   for family in xvector "$RN"; do
-    words=(kdcache saliency-eval --model "$TEACHER" --label teacher)
-    models=("$TEACHER")
+    teacher=$(family_teacher "$family")
+    words=(kdcache saliency-eval --model "$teacher" --label teacher)
+    models=("$teacher")
     for loss in ce kd-T2 mlkd imlkd; do models+=("$STUDENTS/$family-$loss-s0"); words+=(--model "${models[-1]}" --label "$loss"); done
     if [[ $family == xvector ]]; then  # the imlkd-checks student of the other input mode
       models+=("$STUDENTS/$family-imlkd-$other-s0"); words+=(--model "${models[-1]}" --label "imlkd-$other")
@@ -494,7 +532,8 @@ stage_report() {
     compare_step "$a" "$(seed_dirs "$a" "$(seeds_for "$a")")" "$b" "$(seed_dirs "$b" "$(seeds_for "$b")")"
   done
   for fam in xvector "$RN"; do
-    compare_step "teacher" "$(finished "$TEACHER")" "$fam-ce" "$(seed_dirs "$fam-ce" "$(seeds_for "$fam")")"
+    compare_step "$(basename "$(family_teacher "$fam")")" "$(finished "$(family_teacher "$fam")")" \
+      "$fam-ce" "$(seed_dirs "$fam-ce" "$(seeds_for "$fam")")"
   done
   local largest=${SPK_CORPORA##* }
   for spec in $SPK_CORPORA; do
@@ -516,7 +555,8 @@ stage_report() {
       "$(seed_dirs "xvector-dkd-T2-b8-online" "$SEEDS_K")"
   done
   if (( HAS_REPORT )); then
-    mapfile -t grid < <(finished "$TEACHER" "$STUDENTS"/xvector-* "$STUDENTS/$RN"-*)
+    local teachers=("$TEACHER"); own_teacher "$RN" && teachers+=("$TEACHER_RN")
+    mapfile -t grid < <(finished "${teachers[@]}" "$STUDENTS"/xvector-* "$STUDENTS/$RN"-*)
     mapfile -t spk < <(finished "$MODELS"/spk*-teacher "$MODELS"/spk*-ce-own-* "$STUDENTS"/spk*)
     mapfile -t ks < <(finished "$STUDENTS"/xvector-dkd-T2-b8-K* "$STUDENTS"/xvector-dkd-T2-b8-online-*)
     (( ${#grid[@]} )) && step report report-grid -- kdcache report "${grid[@]}" --out "$RESULTS/grid"

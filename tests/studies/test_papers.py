@@ -183,6 +183,39 @@ def test_second_family_width_is_one_setting(tmp_path):
     assert any(w.endswith("/students/resnet34m1-ce-s0") for w in gate)
 
 
+def _option(words, option):
+    return words[words.index(option) + 1]
+
+
+def test_second_family_can_have_a_teacher_of_its_own(tmp_path):
+    """RN_TEACHER_ARGS trains teacher-rn; the ResNet students read its caches (rn-*), face their own gate and
+    their saliency is compared with it; the x-vector half is unchanged."""
+    result = _run(["--dry-run", "--stop-stage", "saliency-eval"], tmp_path,
+                  {"RN_TEACHER_ARGS": '{"m_channels": 16, "embed_dim": 128}', "RN_TEACHER_EPOCHS": "12"})
+    assert result.returncode == 0, result.stderr
+    commands = {name: c for _, name, _, c in _blocks(result.stdout)}
+    root = str(tmp_path / "root")
+    teacher = commands["teacher-rn"][0]
+    assert _option(teacher, "--model-args") == '{"m_channels": 16, "embed_dim": 128}'
+    assert _option(teacher, "--epochs") == "12" and _option(teacher, "--out") == f"{root}/models/teacher-rn"
+    assert _option(commands["teacher"][0], "--out") == f"{root}/models/teacher"
+    for cache, teacher_dir in (("cache-rn-k4", "teacher-rn"), ("cache-rn-k4-ig5-weighted", "teacher-rn"),
+                               ("cache-k4", "teacher"), ("cache-k4-ig5-weighted", "teacher")):
+        words = commands[cache][0]
+        assert _option(words, "--teacher") == f"{root}/models/{teacher_dir}"
+        assert _option(words, "--out") == f"{root}/caches/{cache[len('cache-'):]}.zarr"
+    for name, cache in (("resnet34m2-ce-s0", "rn-k4"), ("resnet34m2-dkd-T2-b8-s1", "rn-k4"),
+                        ("resnet34m2-imlkd-s0", "rn-k4-ig5-weighted"), ("xvector-dkd-T2-b8-s0", "k4"),
+                        ("xvector-imlkd-s0", "k4-ig5-weighted")):
+        assert _option(commands[name][0], "--cache") == f"{root}/caches/{cache}.zarr", name
+    gate, gate_rn = commands["teacher-gate"][0], commands["teacher-gate-rn"][0]
+    assert _option(gate, "--teacher").endswith("/models/teacher") and not any("resnet34" in w for w in gate)
+    assert _option(gate_rn, "--teacher").endswith("/models/teacher-rn")
+    assert gate_rn[-2:] == [f"{root}/students/resnet34m2-ce-s0", f"{root}/students/resnet34m2-ce-s1"]
+    assert _option(commands["saliency-eval-resnet34m2"][0], "--model") == f"{root}/models/teacher-rn"
+    assert _option(commands["saliency-eval-xvector"][0], "--model") == f"{root}/models/teacher"
+
+
 @pytest.mark.timeout(600)  # about 30 s of CPU (7 Python starts); minutes of wall on a loaded machine
 def test_one_stage_runs_resumes_and_refuses_changed_settings(tmp_path):
     env = {"CORPUS_ARGS": "--speakers 2 --utterances-per-speaker 2 --seconds 0.6 --test-speakers 2",
