@@ -227,8 +227,9 @@ def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out:
         wall = np.nanmean([w for _, w, _ in points[str(k)]])
         cpu = np.nanmean([c for _, _, c in points[str(k)]])
         build = per_run.get(f"cache-k{k}", (np.nan, np.nan))[1]
+        build_min = "" if np.isnan(build) else f"{build / 60:.1f}"
         lines.append(f"| {k} | {k_passes // k} | {len(eers)} | {fmt(*mean_ci(eers))} | {wall / 60:.1f} | "
-                     f"{cpu / 60:.1f} | {'' if np.isnan(build) else f'{build / 60:.1f}'} | {share(build + cpu)} | {share(cpu)} |")
+                     f"{cpu / 60:.1f} | {build_min} | {share(build + cpu)} | {share(cpu)} |")
     online = [e for e, _, _ in points.get("online", [])]
     if online:
         wall = np.nanmean([w for _, w, _ in points["online"]])
