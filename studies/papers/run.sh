@@ -287,8 +287,9 @@ student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-st
 ig_cache() {  # ig_cache STEPS INPUT_MODE [FAMILY]: a saliency cache of the main crops (by FAMILY's teacher)
   echo "$(family_caches "${3:-xvector}")k$K_MAIN-ig$1-$2.zarr"
 }
-loss_cache() {  # loss_cache LOSS [FAMILY]: the cache a student of FAMILY reads for LOSS
-  if [[ $1 == imlkd ]]; then ig_cache "$IG_STEPS" "$IG_INPUT" "${2:-xvector}"
+loss_cache() {  # loss_cache LOSS [FAMILY]: the cache a student of FAMILY reads for LOSS (ce ignores the
+  if [[ $1 == imlkd ]]; then ig_cache "$IG_STEPS" "$IG_INPUT" "${2:-xvector}"  # teacher: the same crops in
+  elif [[ $1 == ce ]]; then echo "$CACHES/k$K_MAIN.zarr"                      # the study's main cache)
   else echo "$(family_caches "${2:-xvector}")k$K_MAIN.zarr"; fi
 }
 saliency_cache() {  # saliency_cache STAGE STEPS INPUT_MODE [FAMILY]
@@ -338,7 +339,7 @@ stage_cache() {
   local family out
   for family in xvector "$RN"; do
     [[ $family == xvector ]] || own_teacher "$family" || continue
-    out=$(loss_cache ce "$family")
+    out=$(family_caches "$family")k$K_MAIN.zarr
     build_cache cache "cache-$(basename "$out" .zarr)" "$DEMO" "$(family_teacher "$family")" "$out" "$K_MAIN"
   done
   barrier
