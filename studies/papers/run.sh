@@ -274,7 +274,7 @@ student() {  # student STAGE NAME FAMILY LOSS SEED CACHE CORPUS EPOCHS: train-st
          --final-lr 1e-3 --margin 0 --seed "$seed" --out "$STUDENTS/$name"
          --trials "$corpus/test/trials.txt" --eval-data "$corpus/test" --resume)
   local cache_job
-  cache_job=cache-$(basename "$cache" .zarr)
+  cache_job=$(cache_run "$cache")
   if [[ $loss == *-ls ]] && (( ! HAS_LOSS_ARGS )); then
     pending "$stage" "$name" "needs train-student --loss-args (logit standardization)" -- "${words[@]}"
   elif (( ! DRY )) && [[ ! -f $LOG/$cache_job/done ]]; then
@@ -295,14 +295,16 @@ loss_cache() {  # loss_cache LOSS [FAMILY]: the cache a student of FAMILY reads 
 saliency_cache() {  # saliency_cache STAGE STEPS INPUT_MODE [FAMILY]
   local out
   out=$(ig_cache "$2" "$3" "${4:-xvector}")
-  build_cache "$1" "cache-$(basename "$out" .zarr)" "$DEMO" "$(family_teacher "${4:-xvector}")" "$out" "$K_MAIN" \
+  build_cache "$1" "$DEMO" "$(family_teacher "${4:-xvector}")" "$out" "$K_MAIN" \
     --saliency --ig-steps "$2" --ig-durations "$IG_DURATIONS" --integrated-input "$3"
 }
 
-build_cache() {  # build_cache STAGE NAME CORPUS TEACHER OUT K [extra build-teacher-cache words]
-  local stage=$1 name=$2 corpus=$3 teacher=$4 out=$5 k=$6
-  shift 6
-  job "$stage" "$name" -- kdcache build-teacher-cache --data "$corpus/train" --teacher "$teacher" --out "$out" \
+cache_run() { echo "cache-$(basename "$1" .zarr)"; }  # cache_run OUT: the name of the run that builds OUT
+
+build_cache() {  # build_cache STAGE CORPUS TEACHER OUT K [extra build-teacher-cache words]: run cache-<OUT's name>
+  local stage=$1 corpus=$2 teacher=$3 out=$4 k=$5
+  shift 5
+  job "$stage" "$(cache_run "$out")" -- kdcache build-teacher-cache --data "$corpus/train" --teacher "$teacher" --out "$out" \
     --crop-seconds "$CROP" --crops-per-utt "$k" "$@" ::: kdcache cache info "$out"
 }
 
@@ -340,7 +342,7 @@ stage_cache() {
   for family in xvector "$RN"; do
     [[ $family == xvector ]] || own_teacher "$family" || continue
     out=$(family_caches "$family")k$K_MAIN.zarr
-    build_cache cache "cache-$(basename "$out" .zarr)" "$DEMO" "$(family_teacher "$family")" "$out" "$K_MAIN"
+    build_cache cache "$DEMO" "$(family_teacher "$family")" "$out" "$K_MAIN"
   done
   barrier
 }
@@ -409,7 +411,7 @@ stage_speakers() {
   done
   barrier
   for spec in $SPK_CORPORA; do
-    build_cache speakers "cache-spk$spec-k$K_MAIN" "$DATA/spk$spec" "$MODELS/spk$largest-teacher" \
+    build_cache speakers "$DATA/spk$spec" "$MODELS/spk$largest-teacher" \
       "$CACHES/spk$spec-k$K_MAIN.zarr" "$K_MAIN"
   done
   barrier
@@ -429,7 +431,7 @@ stage_ksweep() {
   local k seed epochs name cache
   for k in $K_SWEEP; do
     (( K_PASSES % k == 0 )) || die "K_PASSES $K_PASSES is not a multiple of K $k (equal steps need whole epochs)"
-    [[ $k == "$K_MAIN" ]] || build_cache ksweep "cache-k$k" "$DEMO" "$TEACHER" "$CACHES/k$k.zarr" "$k"
+    [[ $k == "$K_MAIN" ]] || build_cache ksweep "$DEMO" "$TEACHER" "$CACHES/k$k.zarr" "$k"
   done
   barrier
   for k in $K_SWEEP; do

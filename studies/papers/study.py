@@ -210,7 +210,12 @@ def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out:
     ks = sorted(int(k) for k in points if k != "online")
     if not ks:
         return []
-    online_cpu = np.nanmean([c for _, _, c in points["online"]]) if points.get("online") else np.nan
+    summary: dict[str, tuple[list[float], float, float]] = {}  # group: (EERs, mean wall s, mean CPU s)
+    for group, rows in points.items():
+        eers, walls, cpus = zip(*rows)
+        summary[group] = (list(eers), float(np.nanmean(walls)), float(np.nanmean(cpus)))
+    online = summary.get("online")
+    online_cpu = online[2] if online else np.nan
 
     def share(cpu: float) -> str:
         return "" if np.isnan(cpu / online_cpu) else f"{cpu / online_cpu:.2f}"
@@ -223,17 +228,14 @@ def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out:
              "| CPU / online, 1 student | CPU / online, cache shared |",
              "|---|---|---|---|---|---|---|---|---|"]
     for k in ks:
-        eers = [e for e, _, _ in points[str(k)]]
-        wall = np.nanmean([w for _, w, _ in points[str(k)]])
-        cpu = np.nanmean([c for _, _, c in points[str(k)]])
+        eers, wall, cpu = summary[str(k)]
         build = per_run.get(f"cache-k{k}", (np.nan, np.nan))[1]
         build_min = "" if np.isnan(build) else f"{build / 60:.1f}"
         lines.append(f"| {k} | {k_passes // k} | {len(eers)} | {fmt(*mean_ci(eers))} | {wall / 60:.1f} | "
                      f"{cpu / 60:.1f} | {build_min} | {share(build + cpu)} | {share(cpu)} |")
-    online = [e for e, _, _ in points.get("online", [])]
     if online:
-        wall = np.nanmean([w for _, w, _ in points["online"]])
-        lines.append(f"| online | {online_epochs} | {len(online)} | {fmt(*mean_ci(online))} | {wall / 60:.1f} | "
+        eers, wall, _ = online
+        lines.append(f"| online | {online_epochs} | {len(eers)} | {fmt(*mean_ci(eers))} | {wall / 60:.1f} | "
                      f"{online_cpu / 60:.1f} | | 1.00 | 1.00 |")
     import matplotlib
 
@@ -241,11 +243,11 @@ def _ksweep(runs: dict[str, dict], per_run: dict[str, tuple[float, float]], out:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    stats = [mean_ci([e for e, _, _ in points[str(k)]]) for k in ks]
+    stats = [mean_ci(summary[str(k)][0]) for k in ks]
     ax.errorbar(ks, [100 * m for m, _ in stats], yerr=[0 if np.isnan(h) else 100 * h for _, h in stats],
                 marker="o", capsize=3, label="cached, K crops per utterance")
     if online:
-        m, h = mean_ci(online)
+        m, h = mean_ci(online[0])
         h = 0.0 if np.isnan(h) else h
         ax.axhspan(100 * (m - h), 100 * (m + h), color="tab:orange", alpha=0.25)
         ax.axhline(100 * m, color="tab:orange", label="online (mean, 95% CI band)")
