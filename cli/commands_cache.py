@@ -32,7 +32,7 @@ def parse_durations(text: str) -> tuple[float, ...]:
                    "factorized: embedding + head only (exact for a cosine head).")
 @click.option("--saliency/--no-saliency", default=False, show_default=True,
               help="Also store integrated-gradient maps and the teacher's outputs on the integrated inputs (IML-KD).")
-@click.option("--ig-steps", default=50, show_default=True, type=Count(2, 10_000), help="Riemann steps of integrated gradients.")
+@click.option("--ig-steps", default=50, show_default=True, type=Count(2, 10_000), help="Riemann steps of integrated gradients (`kdcache ig-steps` measures how many a teacher needs).")
 @click.option("--ig-durations", default="2.0,1.0", show_default=True, help="Segment durations (s) for the IG maps, each in (0, 60].")
 @click.option("--ig-internal-batch-size", default=None, type=Count(1, 1 << 20), help="Bound on IG's internal batch (memory).")
 @click.option("--integrated-input", type=INTEGRATED_INPUT_MODES, default="weighted", show_default=True,

@@ -1,4 +1,5 @@
-"""Study commands: saliency-eval (deletion / insertion curves) and compare (paired EER differences)."""
+"""Study commands: saliency-eval (deletion / insertion curves), ig-steps (how many IG steps a saliency cache
+needs) and compare (paired EER differences)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from cli.options import Count, Real, device_option, seed_option
+from cli.options import INTEGRATED_INPUT_MODES, Count, Real, device_option, real_list, seed_option
+from kdcache.errors import KdcacheError
 
 
 @click.command("saliency-eval")
@@ -53,6 +55,66 @@ def saliency_eval_cmd(models, labels, data, out, utterances, crop_seconds, seed,
             line += (f"; vs {v['reference']}: curve gaps {v['mean_abs_deletion_gap']:.4f} / {v['mean_abs_insertion_gap']:.4f},"
                      f" frame-saliency r {v['frame_saliency_correlation']:.3f}")
         click.echo(line)
+    click.echo(f"written {Path(out) / JSON_FILE} and {Path(out) / PNG_FILE}")
+
+
+def _step_counts(_ctx, _param, text: str) -> tuple[int, ...]:
+    """``--steps``: two or more distinct whole numbers >= 2, comma-separated (a usage error otherwise)."""
+    try:
+        values = real_list(text, "--steps", minimum=1.0, maximum=100_000)
+    except KdcacheError as err:
+        raise click.BadParameter(str(err)) from None
+    if any(v != int(v) for v in values):
+        raise click.BadParameter(f"{text!r}: step counts are whole numbers")
+    if len(set(values)) < 2:
+        raise click.BadParameter(f"{text!r}: give at least two distinct step counts (the largest is the reference)")
+    return tuple(int(v) for v in values)
+
+
+@click.command("ig-steps")
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="Model directory (the teacher of a saliency cache).")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Corpus of speakers the model knows (its training corpus): the target is the utterance's speaker.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for ig_steps.json and ig_steps.png.")
+@click.option("--steps", default="5,10,25,50", show_default=True, callback=_step_counts,
+              help="Step counts to compare, comma-separated; the largest is the reference.")
+@click.option("--utterances", default=32, show_default=True, type=Count(1, 1_000_000), help="Utterances drawn (seeded) from --data.")
+@click.option("--crop-seconds", default=1.0, show_default=True, type=Real(0.1, 60),
+              help="Centre crop of each utterance (the cache's --crop-seconds).")
+@click.option("--ig-durations", default="1.0", show_default=True,
+              help="Segment durations (s) of the maps, as build-teacher-cache's --ig-durations.")
+@click.option("--integrated-input", type=INTEGRATED_INPUT_MODES, default="weighted", show_default=True,
+              help="IML-KD's integrated input, as build-teacher-cache's --integrated-input.")
+@seed_option(help="Seed of the utterance draw.")
+@click.option("--batch-size", default=8, show_default=True, type=Count(1, 1 << 16), help="Crops per IG batch.")
+@click.option("--ig-internal-batch-size", default=64, show_default=True, type=Count(1, 1 << 20),
+              help="Bound on IG's internal batch of path points (memory).")
+@click.option("--label", default="", help="The model's name in the plot [default: its folder name].")
+@device_option(default="cpu")
+def ig_steps_cmd(model, data, out, steps, utterances, crop_seconds, ig_durations, integrated_input, seed, batch_size,
+                 ig_internal_batch_size, label, device) -> None:
+    """How many integrated-gradient steps a saliency cache needs (build-teacher-cache --ig-steps).
+
+    For the same crops and each step count: IG's completeness error (the Riemann sum's miss of
+    f(x) - f(0) for the target logit), the map's correlation with the map at the most steps, and what
+    imlkd students are taught from it (the model's top-1 on the integrated input, and the KL of its
+    softmax there to that at the most steps), with the CPU seconds per crop. Maps are made as the
+    cache builder makes them.
+    """
+    from kdcache.evaluate.ig_steps import JSON_FILE, PNG_FILE, IgStepsConfig, run_ig_steps
+
+    summary = run_ig_steps(IgStepsConfig(
+        model=str(model), data=str(data), out=str(out), steps=steps, utterances=utterances, crop_seconds=crop_seconds,
+        ig_durations=real_list(ig_durations, "--ig-durations", maximum=60.0), integrated_input=integrated_input,
+        seed=seed, batch_size=batch_size, ig_internal_batch_size=ig_internal_batch_size, device=device, label=label,
+    ))
+    click.echo(f"{summary['label']}: {len(summary['utterances'])} crops, reference {summary['reference_steps']} steps")
+    click.echo("steps  completeness error (rel.)  map r vs ref  integrated top-1  KL vs ref (nats)  CPU s/crop")
+    for r in summary["rows"]:
+        click.echo(f"{r['steps']:>5}  {r['completeness_error_relative']['mean']:>25.4f}  {r['map_correlation']['mean']:>12.4f}"
+                   f"  {100 * r['integrated_top1']['mean']:>15.1f}%  {r['integrated_kl']['mean']:>16.4f}"
+                   f"  {r['cpu_seconds_per_crop']['mean']:>10.3f}")
     click.echo(f"written {Path(out) / JSON_FILE} and {Path(out) / PNG_FILE}")
 
 
@@ -104,4 +166,4 @@ def compare_cmd(runs_a, runs_b, name_a, name_b, data, replicates, seed, out_path
         click.echo(f"written {out_path}")
 
 
-COMMANDS = [saliency_eval_cmd, compare_cmd]
+COMMANDS = [saliency_eval_cmd, ig_steps_cmd, compare_cmd]

@@ -102,7 +102,7 @@ def _model_curves(model_dir: str, utterances: list, cfg: SaliencyEvalConfig) -> 
     return joined
 
 
-def _mean_ci(values: np.ndarray) -> dict[str, float]:
+def crop_mean_ci(values: np.ndarray) -> dict[str, float]:
     """Mean and the half-width of a normal 95% interval over crops (1.96 standard errors)."""
     v = np.asarray(values, dtype=np.float64)
     half = 1.96 * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
@@ -134,7 +134,7 @@ def run_saliency_eval(cfg: SaliencyEvalConfig) -> dict[str, Any]:
     for label, model_dir, res in zip(labels, cfg.models, results):
         entry = {
             "label": label, "model": str(model_dir),
-            "auc_deletion": _mean_ci(res["auc_deletion"]), "auc_insertion": _mean_ci(res["auc_insertion"]),
+            "auc_deletion": crop_mean_ci(res["auc_deletion"]), "auc_insertion": crop_mean_ci(res["auc_insertion"]),
             "mean_deletion": res["deletion"].mean(0).tolist(), "mean_insertion": res["insertion"].mean(0).tolist(),
             "per_utterance": {"auc_deletion": res["auc_deletion"].tolist(),
                               "auc_insertion": res["auc_insertion"].tolist()},

@@ -33,7 +33,7 @@ from kdcache.distributed import DistContext, autocast_for, init_distributed
 from kdcache.errors import KdcacheError
 from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.progress import progress_bar
-from kdcache.teacher.saliency import multi_duration_saliency
+from kdcache.teacher.saliency import duration_frames, multi_duration_saliency
 from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate, stop_workers
 
 
@@ -197,7 +197,7 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
     crop_samples = features.crop_num_samples(cfg.crop_seconds)
     frames = features.frames_for_seconds(cfg.crop_seconds)
     rows = plan_rows(corpus.num_samples, plan, crop_samples)
-    duration_frames = [min(features.frames_for_seconds(d), frames) for d in cfg.ig_durations]
+    segment_frames = duration_frames(features, cfg.crop_seconds, cfg.ig_durations)
     augmenter = Augmenter(cfg.augment) if cfg.augment is not None else None
 
     layout = CacheLayout(
@@ -205,12 +205,12 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
         num_classes=tconf.num_classes,
         embed_dim=tconf.embed_dim,
         logits_mode=cfg.logits,
-        saliency_shape=(len(duration_frames), frames, features.num_mel_bins) if cfg.saliency else None,
+        saliency_shape=(len(segment_frames), frames, features.num_mel_bins) if cfg.saliency else None,
         integrated=cfg.saliency,
         shard_rows=cfg.shard_rows,
         chunk_rows=cfg.chunk_rows,
     )
-    attrs = build_attrs(cfg, tconf, features, plan, corpus, augmenter, duration_frames)
+    attrs = build_attrs(cfg, tconf, features, plan, corpus, augmenter, segment_frames)
     head = model.projection.normalized_weight().detach().cpu().numpy()
     recipe_arrays = {
         "utterance": rows.utterance,
@@ -226,7 +226,7 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
                            seconds=0.0, rows_per_second=0.0)
     started = time.perf_counter()
     if pending:
-        _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, duration_frames,
+        _run_shards(cfg, ctx, model, writer, layout, corpus, recipe_arrays, features, augmenter, segment_frames,
                     pending, summary)
     ctx.barrier()
     if ctx.is_main:

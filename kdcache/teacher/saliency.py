@@ -8,6 +8,7 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import nn
 
+from kdcache.data.features import FeatureConfig
 from kdcache.errors import KdcacheError
 
 
@@ -20,6 +21,12 @@ class TargetLogit(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.model.projection.cosine_logits(self.model(feats))
+
+
+def duration_frames(features: FeatureConfig, crop_seconds: float, durations: Sequence[float]) -> list[int]:
+    """Frames of each IG segment duration (s) in a crop of ``crop_seconds``; one longer than the crop is the crop."""
+    frames = features.frames_for_seconds(crop_seconds)
+    return [min(features.frames_for_seconds(d), frames) for d in durations]
 
 
 def segment_bounds(num_frames: int, segment_frames: int) -> list[tuple[int, int]]:

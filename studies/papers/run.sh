@@ -14,7 +14,8 @@
 #   6 speakers        ENSKD finding (a): EER against the number of training speakers, ce and dkd
 #   7 ksweep          cached KD with K crops per utterance against online KD, equal steps
 #   8 imlkd-checks    imlkd on other IG settings: the attribution input mode, other IG step counts
-#   9 saliency-eval   deletion / insertion curves: teacher, ce, kd, mlkd, imlkd students
+#   9 saliency-eval   deletion / insertion curves: teacher, ce, kd, mlkd, imlkd students; IG maps
+#                     against the step count (kdcache ig-steps, per teacher)
 #  10 report          report tables, paired comparisons, run metadata and CPU time to docs/results
 #
 # Every run has a folder under ROOT/log/NAME with its settings (settings.txt), the exact command
@@ -97,7 +98,7 @@ STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
 IG_STEPS=${IG_STEPS:-5}           # 5 Riemann steps, the whole crop: 36 CPU min for 16,000 rows (README)
 IG_DURATIONS=${IG_DURATIONS:-1.0}   # the whole 1 s crop (IML-KD also uses its halves: 3x the cost)
 IG_INPUT=${IG_INPUT:-weighted}     # integrated input; with attribution the teacher's outputs are ~all wrong (README)
-IG_CHECK_STEPS=${IG_CHECK_STEPS:-"10 25"}
+IG_CHECK_STEPS=${IG_CHECK_STEPS:-10}  # a 10-step cache and student; 25 steps: ig-steps.md shows the maps (README)
 SPK_CORPORA=${SPK_CORPORA:-"100x40 200x20 400x10"}
 SPK_TEST_OFFSET=${SPK_TEST_OFFSET:-400}  # test speakers id10400..: identical in every speaker-count corpus
 SPK_TEST_SPEAKERS=${SPK_TEST_SPEAKERS:-40}
@@ -110,6 +111,8 @@ K_PASSES=${K_PASSES:-32}             # crops per utterance x epochs of every K-s
 ONLINE_EPOCHS=${ONLINE_EPOCHS:-32}   # one fresh crop per utterance per epoch: 2000 steps as well
 ONLINE_ARGS=${ONLINE_ARGS:-}
 SAL_UTTERANCES=${SAL_UTTERANCES:-64}
+SAL_IG_STEPS=${SAL_IG_STEPS:-50}  # saliency-eval's maps: Captum's default (5 steps miss most of f(x) - f(0))
+IG_SWEEP_STEPS=${IG_SWEEP_STEPS:-"5,10,25,50"}  # kdcache ig-steps: the maps against the step count
 XV_LOSSES=${XV_LOSSES:-"ce embedding kd-T2 kd-T4 dkd-T1-b2 dkd-T2-b8 mlkd imlkd kd-T2-ls dkd-T2-b8-ls"}
 RN_LOSSES=${RN_LOSSES:-"ce embedding kd-T2 dkd-T1-b2 dkd-T2-b8 mlkd imlkd"}
 declare -A LOSS_ARGS=(
@@ -478,6 +481,12 @@ stage_saliency_eval() {
   [[ $IG_INPUT == attribution ]] && other=weighted
   for family in xvector "$RN"; do
     teacher=$(family_teacher "$family")
+    # how far the cache's IG step count is from converged maps, per teacher (one run per teacher)
+    if [[ $family == xvector ]] || own_teacher "$family"; then
+      job saliency-eval "ig-steps-$family" -- kdcache ig-steps --model "$teacher" --label "$(basename "$teacher")" \
+        --data "$DEMO/train" --out "$RESULTS/ig_steps/$family" --steps "$IG_SWEEP_STEPS" --utterances "$SAL_UTTERANCES" \
+        --crop-seconds "$CROP" --ig-durations "$IG_DURATIONS" --integrated-input "$IG_INPUT"
+    fi
     words=(kdcache saliency-eval --model "$teacher" --label teacher)
     models=("$teacher")
     for loss in ce kd-T2 mlkd imlkd; do models+=("$STUDENTS/$family-$loss-s0"); words+=(--model "${models[-1]}" --label "$loss"); done
@@ -485,7 +494,7 @@ stage_saliency_eval() {
       models+=("$STUDENTS/$family-imlkd-$other-s0"); words+=(--model "${models[-1]}" --label "imlkd-$other")
     fi
     words+=(--data "$DEMO/train" --out "$RESULTS/saliency/$family" --utterances "$SAL_UTTERANCES"
-            --crop-seconds "$CROP" --ig-steps "$IG_STEPS")
+            --crop-seconds "$CROP" --ig-steps "$SAL_IG_STEPS")
     if (( ! DRY )) && [[ $(finished "${models[@]}" | wc -l) -ne ${#models[@]} ]]; then
       pending saliency-eval "saliency-eval-$family" "waits for its models (stages teacher, grid, imlkd-checks)" -- "${words[@]}"
     else
@@ -533,6 +542,9 @@ stage_report() {
   for pair in "${COMPARISONS[@]}"; do
     read -r a b <<< "$pair"
     compare_step "$a" "$(seed_dirs "$a" "$(seeds_for "$a")")" "$b" "$(seed_dirs "$b" "$(seeds_for "$b")")"
+  done
+  for steps in $IG_CHECK_STEPS; do  # the same seed-0 imlkd student on IG maps of another step count
+    compare_step "imlkd-ig$steps" "$(seed_dirs "xvector-imlkd-ig$steps" 0)" "imlkd-ig$IG_STEPS" "$(seed_dirs xvector-imlkd 0)"
   done
   for fam in xvector "$RN"; do
     compare_step "$(basename "$(family_teacher "$fam")")" "$(finished "$(family_teacher "$fam")")" \

@@ -327,6 +327,35 @@ def _saliency(out: Path) -> list[str]:
     return lines
 
 
+def _ig_steps(out: Path) -> list[str]:
+    """IG maps against the step count (kdcache ig-steps under OUT/ig_steps): one table per teacher, one picture."""
+    summaries = [json.loads(p.read_text()) for p in sorted((out / "ig_steps").glob("*/ig_steps.json"))]
+    if not summaries:
+        return []
+    from kdcache.evaluate.ig_steps import plot_ig_steps
+
+    plot_ig_steps(summaries, out / "ig_steps.png")
+    lines = ["# IG maps against the step count (kdcache ig-steps)", "",
+             "Per teacher, the same centre crops, maps made as the cache builder makes them. Completeness "
+             "error: |sum of the map - (f(x) - f(0))| / |f(x) - f(0)|, f the target logit (0 for converged "
+             "maps). r: Pearson correlation with the map at the most steps. Integrated input: the teacher's "
+             "top-1 on it, and the KL (nats) of its softmax there to that at the most steps: what an imlkd "
+             "student is taught. Mean ± 1.96 SE over crops.", ""]
+    for s in summaries:
+        settings = s["settings"]
+        lines += [f"## {s['label']} ({len(s['utterances'])} crops of {settings['crop_seconds']:g} s, durations "
+                  f"{', '.join(f'{d:g}' for d in settings['ig_durations'])} s, {settings['integrated_input']} input)", "",
+                  "| steps | completeness error | r with the most steps | integrated top-1 | KL to the most steps (nats) "
+                  "| CPU s per crop |", "|---|---|---|---|---|---|"]
+        for r in s["rows"]:
+            pm = lambda m, scale=1.0, digits=3: (  # noqa: E731
+                f"{scale * r[m]['mean']:.{digits}f} ± {scale * r[m]['ci95']:.{digits}f}")
+            lines.append(f"| {r['steps']} | {pm('completeness_error_relative')} | {pm('map_correlation')} | "
+                         f"{pm('integrated_top1', 100, 1)}% | {pm('integrated_kl', 1, 4)} | {pm('cpu_seconds_per_crop', 1, 3)} |")
+        lines.append("")
+    return lines + ["![IG maps against the step count](ig_steps.png)", ""]
+
+
 def _caches(root: Path) -> list[str]:
     """Every finished cache of the study: its IG settings and the teacher's top-1 on its crops and on the
     integrated inputs (kdcache.cache.info.teacher_top1, 512 rows), the check that caught imlkd's targets."""
@@ -416,6 +445,7 @@ def collect(args: argparse.Namespace) -> int:
         (out / "ksweep.md").write_text("\n".join(ksweep) + "\n")
     written = ["results.md", "cpu_time.md"] + (["ksweep.md"] if ksweep else [])
     for name, lines in (("speakers.md", _speakers(runs, out)), ("saliency.md", _saliency(out)),
+                        ("ig_steps.md", _ig_steps(out)),
                         ("comparisons.md", _comparisons(out)), ("caches.md", _caches(root))):
         if lines:
             (out / name).write_text("\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""The study commands through the CLI: compare and saliency-eval."""
+"""The study commands through the CLI: compare, saliency-eval and ig-steps."""
 
 import json
 
@@ -46,3 +46,19 @@ def test_saliency_eval_command(tiny_corpus, tiny_teacher, tmp_path):
     saved = json.loads((out / "saliency_eval.json").read_text())
     assert len(saved["fractions"]) == 5 and saved["settings"]["ig_steps"] == 3
     assert (out / "saliency_eval.png").is_file()
+
+
+def test_ig_steps_command(tiny_corpus, tiny_teacher, tmp_path):
+    out = tmp_path / "ig"
+    result = CliRunner().invoke(main, [
+        "ig-steps", "--model", str(tiny_teacher), "--data", str(tiny_corpus / "train"), "--out", str(out),
+        "--steps", "4,2", "--utterances", "2", "--crop-seconds", "0.5", "--label", "teacher",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "teacher: 2 crops, reference 4 steps" in result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("steps "))
+    assert [line.split()[0] for line in lines[header + 1:header + 3]] == ["2", "4"]
+    assert json.loads((out / "ig_steps.json").read_text())["settings"]["steps"] == [2, 4]
+    bad = CliRunner().invoke(main, ["ig-steps", "--model", "m", "--data", "d", "--out", str(out), "--steps", "2.5,4"])
+    assert bad.exit_code == 2 and "whole numbers" in bad.output

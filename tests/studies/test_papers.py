@@ -88,10 +88,10 @@ def test_dry_run_lists_the_whole_study(dry_run):
         "grid": 3 * 9 + 2 * 6,       # every other x-vector loss x 3 seeds, ResNet34 x 2 seeds
         "speakers": 1 + 9 + 3 + 18,  # teacher, own-label-space ce, caches, ce and dkd from the caches
         "ksweep": 4 + 10 + 2,        # caches K 1, 2, 8, 16; 5 K x 2 seeds; online x 2 seeds
-        "imlkd-checks": 3 + 3 + 2,   # caches: other input mode, IG steps 10 and 25; students: 3 seeds, 2
-        "saliency-eval": 2,
+        "imlkd-checks": 2 + 3 + 1,   # caches: other input mode, IG steps 10; students: 3 seeds, 1
+        "saliency-eval": 2 + 1,      # x-vector and ResNet34 curves; ig-steps of the (one) teacher
         # comparisons, kdcache report (3 tables, or one pending run while the command is missing), collect
-        "report": 17 + 8 + 2 + 4 + 3 + 5 + (3 if _has_report() else 1) + 1,  # 7 controls against ce, 1 mode
+        "report": 17 + 8 + 2 + 4 + 3 + 5 + 1 + (3 if _has_report() else 1) + 1,  # 7 controls vs ce, 1 mode, 1 IG steps
     }
     names = [name for _, name, _, _ in dry_run]
     assert len(names) == len(set(names))
@@ -135,10 +135,11 @@ def test_dry_run_commands_are_well_formed(dry_run):
     present = {opt for param in main.commands["train-student"].params for opt in param.opts}
     # logit-standardized kd and dkd x 3 seeds wait for --loss-args, online KD x 2 seeds for --online-teacher
     assert checked["pending"] == 3 * 2 * ("--loss-args" not in present) + 2 * ("--online-teacher" not in present)
-    assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 5  # ce, grid, speakers, ksweep, online, imlkd-checks
+    assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 4  # ce, grid, speakers, ksweep, online, imlkd-checks
     assert checked["train-teacher"] == checked["evaluate"] == 1 + 1 + 9
-    assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 3
-    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 39
+    assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 2
+    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 40
+    assert checked["ig-steps"] == 1
     assert checked["report"] == (3 if _has_report() else 1) and checked["study.py"] == 4 + 1 + 1 + 1
 
 
@@ -155,6 +156,17 @@ def test_student_runs_save_seed_out_and_eval(dry_run):
         assert ("--loss" in words and words[words.index("--loss") + 1] == "imlkd") == ("-ig" in (cache or ""))
 
 
+def test_saliency_analysis_uses_fifty_step_maps_not_the_caches_five(dry_run):
+    """saliency-eval ranks frames by 50-step IG maps, as the study README says; it once reused the caches'
+    5 steps, whose maps miss most of f(x) - f(0) (ig-steps.md). ig-steps sweeps up to 50."""
+    commands = {name: c[0] for _, name, _, c in dry_run}
+    for family in ("xvector", "resnet34m2"):
+        assert _option(commands[f"saliency-eval-{family}"], "--ig-steps") == "50"
+    sweep = commands["ig-steps-xvector"]
+    assert _option(sweep, "--steps") == "5,10,25,50" and _option(sweep, "--integrated-input") == "weighted"
+    assert _option(sweep, "--ig-durations") == "1.0" and _option(sweep, "--crop-seconds") == "1.0"
+
+
 def test_imlkd_reads_weighted_integrated_inputs_and_the_check_reads_attribution(dry_run):
     """The grid's imlkd reads a cache of `weighted` integrated inputs (the teacher is mostly wrong on
     `attribution` ones, README); the attribution runs are a check, each mode in its own cache."""
@@ -166,7 +178,7 @@ def test_imlkd_reads_weighted_integrated_inputs_and_the_check_reads_attribution(
             assert words[words.index("--out") + 1].endswith(f"-{mode}.zarr"), words
         if "train-student" in words and words[words.index("--loss") + 1] == "imlkd":
             modes[name] = words[words.index("--cache") + 1].rsplit("-", 1)[1]
-    assert modes["xvector-imlkd-s0"] == modes["resnet34m2-imlkd-s1"] == modes["xvector-imlkd-ig25-s0"] == "weighted.zarr"
+    assert modes["xvector-imlkd-s0"] == modes["resnet34m2-imlkd-s1"] == modes["xvector-imlkd-ig10-s0"] == "weighted.zarr"
     assert [modes[f"xvector-imlkd-attribution-s{s}"] for s in range(3)] == ["attribution.zarr"] * 3
 
 
@@ -215,6 +227,8 @@ def test_second_family_can_have_a_teacher_of_its_own(tmp_path):
     assert gate_rn[-2:] == [f"{root}/students/resnet34m2-ce-s0", f"{root}/students/resnet34m2-ce-s1"]
     assert _option(commands["saliency-eval-resnet34m2"][0], "--model") == f"{root}/models/teacher-rn"
     assert _option(commands["saliency-eval-xvector"][0], "--model") == f"{root}/models/teacher"
+    assert _option(commands["ig-steps-resnet34m2"][0], "--model") == f"{root}/models/teacher-rn"
+    assert _option(commands["ig-steps-xvector"][0], "--model") == f"{root}/models/teacher"
 
 
 @pytest.mark.timeout(600)  # about 30 s of CPU (7 Python starts); minutes of wall on a loaded machine
@@ -288,7 +302,18 @@ def test_gate_and_collect_by_hand(tmp_path):
     (root / "log" / "cache-k1-ig5-attribution").mkdir(parents=True)
     for f in ("done", "log.txt"):
         (root / "log" / "cache-k1-ig5-attribution" / f).touch()
+    ig_rows = [{"steps": n, **{m: {"mean": v, "ci95": 0.01} for m, v in zip(
+        ("completeness_error_relative", "map_correlation", "integrated_top1", "integrated_kl", "cpu_seconds_per_crop"),
+        values)}} for n, values in ((5, (0.71, 0.8968, 1.0, 0.00789, 0.099)), (50, (0.028, 1.0, 0.995, 0.0, 0.997)))]
+    (out / "ig_steps" / "xvector").mkdir(parents=True)
+    (out / "ig_steps" / "xvector" / "ig_steps.json").write_text(json.dumps({
+        "label": "teacher", "utterances": ["u"] * 64, "rows": ig_rows,
+        "settings": {"crop_seconds": 1.0, "ig_durations": [1.0, 0.5], "integrated_input": "weighted"}}))
     assert study.main(["collect", "--root", str(root), "--out", str(out), "--k-passes", "8"]) == 0
+    ig = (out / "ig_steps.md").read_text()
+    assert "## teacher (64 crops of 1 s, durations 1, 0.5 s, weighted input)" in ig
+    assert "| 5 | 0.710 ± 0.010 | 0.897 ± 0.010 | 100.0 ± 1.0% | 0.0079 ± 0.0100 | 0.099 ± 0.010 |" in ig
+    assert "| 50 | 0.028 ± 0.010 | 1.000 ± 0.010 | 99.5 ± 1.0% |" in ig and (out / "ig_steps.png").is_file()
     # rows 10..299 labelled: right on the crops unless row % 4 == 0 (218 of 290), integrated where row % 10 == 0 (29)
     assert "| k1-ig5-attribution | 300 | - | - | 75.2% | 10.0% |" in (out / "caches.md").read_text()
     claims = (out / "comparisons.md").read_text()
