@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import kdcache
-from kdcache.cache.objectstore import CacheLocation, describe_store_error, is_object_url, store_error_types
+from kdcache.cache.objectstore import CacheLocation, describe_store_error, store_error_types
 from kdcache.cache.schema import LOGITS_MODES, CacheLayout
 from kdcache.cache.writer import CacheWriter, build_lock
 from kdcache.data.augment import AugmentConfig, Augmenter
