@@ -74,7 +74,7 @@ def _log_softmax(z: Tensor) -> Tensor:
     return (z - top) - rel
 
 
-def _row_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+def row_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     """``[B]``: KL(p || q) per row from log-probabilities; 0 where p underflows to 0."""
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
@@ -176,8 +176,8 @@ def dkd_terms(
         with torch.set_grad_enabled(torch.is_grad_enabled() and t.requires_grad):
             log_b_t, log_n_t = _decouple(t if temp == 1.0 else t / temp, target)
         scale = temp * temp / batch
-        tckd = _row_kl(log_b_t, log_b_s).sum() * scale
-        nckd = _row_kl(log_n_t, log_n_s).sum() * scale
+        tckd = row_kl(log_b_t, log_b_s).sum() * scale
+        nckd = row_kl(log_n_t, log_n_s).sum() * scale
         return tckd, nckd
 
 
@@ -203,7 +203,7 @@ def dkd_loss(
 
 
 def _instance(log_p_s: Tensor, log_p_t: Tensor, temp: float, mask: Tensor | None) -> Tensor:
-    rows = _row_kl(log_p_t, log_p_s)
+    rows = row_kl(log_p_t, log_p_s)
     if mask is not None:
         rows = rows * mask
     return rows.mean() * (temp * temp)

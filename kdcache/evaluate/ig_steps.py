@@ -33,7 +33,9 @@ import torch
 from kdcache.data.corpus import load_corpus
 from kdcache.data.features import FeatureConfig
 from kdcache.distill.integrated import INTEGRATED_INPUT_MODES, integrated_inputs
+from kdcache.distill.losses import row_kl
 from kdcache.errors import KdcacheError
+from kdcache.evaluate.saliency_eval import map_correlation
 from kdcache.evaluate.saliency_report import centre_crop_fbank, crop_mean_ci, select_utterances
 from kdcache.models.checkpoint import load_model_dir
 from kdcache.progress import progress_bar
@@ -97,21 +99,9 @@ def completeness_errors(forward: torch.nn.Module, feats: torch.Tensor, targets: 
     return torch.stack(absolute, 1).mean(1), torch.stack(relative, 1).mean(1)
 
 
-def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation per crop of maps a and b [B, ...] over all their bins; float64 [B] (NaN without spread)."""
-    a = a.reshape(a.shape[0], -1).double()
-    b = b.reshape(b.shape[0], -1).double()
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    norm = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(norm > 0, (a * b).sum(1) / norm.clamp_min(1e-300), torch.full_like(norm, float("nan")))
-
-
 def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """``KL(softmax(reference) || softmax(logits))`` per row of [B, C] logits, in nats; float64 [B]."""
-    log_p = torch.log_softmax(reference_logits.double(), dim=1)
-    log_q = torch.log_softmax(logits.double(), dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(1)
+    return row_kl(torch.log_softmax(reference_logits.double(), dim=1), torch.log_softmax(logits.double(), dim=1))
 
 
 def step_measures(model: torch.nn.Module, feats: torch.Tensor, targets: torch.Tensor, steps: Sequence[int],

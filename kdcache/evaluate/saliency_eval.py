@@ -31,7 +31,7 @@ from kdcache.teacher.saliency import integrated_gradients
 
 __all__ = [
     "FRAME_SCORES", "frame_scores", "frame_ranks", "frame_counts", "target_probability",
-    "deletion_insertion_curves", "area_under_curve", "saliency_curves",
+    "deletion_insertion_curves", "area_under_curve", "saliency_curves", "map_correlation",
 ]
 
 FRAME_SCORES = ("sum", "abs")
@@ -98,6 +98,16 @@ def area_under_curve(fractions: np.ndarray, values: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     x = np.asarray(fractions, dtype=np.float64)
     return ((v[..., 1:] + v[..., :-1]) * 0.5 * np.diff(x)).sum(axis=-1)
+
+
+def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per row of a and b [B, ...] over all their entries; float64 [B] (NaN without spread)."""
+    a = a.reshape(a.shape[0], -1).double()
+    b = b.reshape(b.shape[0], -1).double()
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    norm = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(norm > 0, (a * b).sum(1) / norm.clamp_min(1e-300), torch.full_like(norm, float("nan")))
 
 
 def saliency_curves(

@@ -21,7 +21,7 @@ from kdcache.data.audio import read_crop
 from kdcache.data.corpus import load_corpus
 from kdcache.data.features import FeatureConfig, compute_fbank
 from kdcache.errors import KdcacheError
-from kdcache.evaluate.saliency_eval import FRAME_SCORES, saliency_curves
+from kdcache.evaluate.saliency_eval import FRAME_SCORES, map_correlation, saliency_curves
 from kdcache.models.checkpoint import load_model_dir
 from kdcache.progress import progress_bar
 from kdcache.teacher.saliency import TargetLogit
@@ -111,11 +111,8 @@ def crop_mean_ci(values: np.ndarray) -> dict[str, float]:
 
 def _row_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over rows of the Pearson correlation of a [N, T] and b [N, T] (rows with no spread skipped)."""
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    ok = norm > 0
-    return float(((a * b).sum(1)[ok] / norm[ok]).mean()) if ok.any() else float("nan")
+    r = map_correlation(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))).numpy()
+    return float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else float("nan")
 
 
 def run_saliency_eval(cfg: SaliencyEvalConfig) -> dict[str, Any]:
