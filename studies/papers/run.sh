@@ -515,6 +515,8 @@ COMPARISONS=(
   "xvector-imlkd xvector-imlkd-attribution"
   "$RN-dkd-T1-b2 $RN-embedding" "$RN-dkd-T1-b2 $RN-kd-T2" "$RN-dkd-T2-b8 $RN-embedding" "$RN-dkd-T2-b8 $RN-kd-T2"
   "$RN-imlkd $RN-kd-T2" "$RN-imlkd $RN-embedding" "$RN-imlkd $RN-mlkd"
+  "$RN-embedding $RN-ce" "$RN-kd-T2 $RN-ce" "$RN-dkd-T1-b2 $RN-ce" "$RN-dkd-T2-b8 $RN-ce" "$RN-mlkd $RN-ce"
+  "$RN-imlkd $RN-ce"
 )
 
 seed_dirs() {  # seed_dirs BASE SEEDS: the finished run folders BASE-s<seed>

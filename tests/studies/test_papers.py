@@ -90,8 +90,9 @@ def test_dry_run_lists_the_whole_study(dry_run):
         "ksweep": 4 + 10 + 2,        # caches K 1, 2, 8, 16; 5 K x 2 seeds; online x 2 seeds
         "imlkd-checks": 2 + 3 + 1,   # caches: other input mode, IG steps 10; students: 3 seeds, 1
         "saliency-eval": 2 + 1,      # x-vector and ResNet34 curves; ig-steps of the (one) teacher
-        # comparisons, kdcache report (3 tables, or one pending run while the command is missing), collect
-        "report": 17 + 8 + 2 + 4 + 3 + 5 + 1 + (3 if _has_report() else 1) + 1,  # 7 controls vs ce, 1 mode, 1 IG steps
+        # comparisons (x-vector: 10 claims, 7 losses vs ce, 1 input mode; ResNet34: 7 claims, 6 losses vs ce),
+        # kdcache report (3 tables, or one pending run while the command is missing), collect
+        "report": 18 + 13 + 2 + 4 + 3 + 5 + 1 + (3 if _has_report() else 1) + 1,
     }
     names = [name for _, name, _, _ in dry_run]
     assert len(names) == len(set(names))
@@ -138,7 +139,7 @@ def test_dry_run_commands_are_well_formed(dry_run):
     assert checked["train-student"] == 5 + 39 + 18 + 10 + 2 + 4  # ce, grid, speakers, ksweep, online, imlkd-checks
     assert checked["train-teacher"] == checked["evaluate"] == 1 + 1 + 9
     assert checked["build-teacher-cache"] == checked["cache"] == 1 + 1 + 3 + 4 + 2
-    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 40
+    assert checked["make-synthetic-corpus"] == 4 and checked["saliency-eval"] == 2 and checked["compare"] == 46
     assert checked["ig-steps"] == 1
     assert checked["report"] == (3 if _has_report() else 1) and checked["study.py"] == 4 + 1 + 1 + 1
 
