@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -70,10 +71,11 @@ def autocast_for(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def init_distributed(device: str = "auto") -> DistContext:
+def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> DistContext:
     """Join the ``torchrun`` process group if one is described by the environment.
 
-    gloo on CPU, nccl on CUDA. Without ``WORLD_SIZE`` > 1 this is a single-process context.
+    gloo on CPU, nccl on CUDA. Without ``WORLD_SIZE`` > 1 this is a single-process context. ``timeout``:
+    how long a collective (a barrier) waits for the other ranks; None keeps torch's default (30 min).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -82,7 +84,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

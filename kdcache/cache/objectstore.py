@@ -1,8 +1,8 @@
 """Where a cache is written: a local folder or an object-store prefix (s3://, gs://, ...), behind one interface.
 
 An object store has no folders, locks or renames, so a cache written there relies on what it does have:
-- every shard of every array is one whole object, and rank r of a ``torchrun`` build writes only its own
-  shards (s % world_size == r), so concurrent writers never touch the same object;
+- every shard of every array is one whole object, and each rank of a ``torchrun`` build writes only its own
+  share of the shards (``CacheWriter.pending_shards``), so concurrent writers never touch the same object;
 - ``progress/done`` holds one object per shard, set after the shard's arrays: a killed build resumes
   from the flags in the store;
 - the root ``zarr.json`` (attributes and consolidated metadata) is rewritten last by ``finalize``.

@@ -1,8 +1,9 @@
 """Create, resume and fill a teacher cache, one shard at a time.
 
 A shard (``layout.shard_rows`` rows) is the unit of work: ``write_shard`` writes every per-row array of
-the shard with one write per array, then sets ``progress/done[s]``. Rank r of W writes the shards with
-s % W == r, so concurrent writers never share a chunk or shard file (zarr has no locks). Only one process
+the shard with one write per array, then sets ``progress/done[s]``. Rank r of W writes every W-th shard of
+those not yet done, starting at the r-th, so concurrent writers never share a chunk or shard file (zarr has
+no locks) and a resumed build gives each rank an equal share of what is left. Only one process
 should call ``create`` and ``finalize`` (rank 0, with a barrier around them); the others call
 ``open_for_resume``.
 """
@@ -282,11 +283,13 @@ class CacheWriter:
         return {int(s) for s in np.flatnonzero(read_done(self._array(sc.DONE)))}
 
     def pending_shards(self, rank: int = 0, world_size: int = 1) -> list[int]:
-        """Shards not yet done that belong to this rank (shard s belongs to rank s % world_size)."""
+        """This rank's share of the shards not yet done: of those, in order, the rank-th and every
+        world_size-th after it. Every rank must read this before any rank writes (a barrier between):
+        the shares are disjoint only when all ranks see the same done flags."""
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         done = self.done_shards()
-        return [s for s in range(rank, self.layout.num_shards, world_size) if s not in done]
+        return [s for s in range(self.layout.num_shards) if s not in done][rank::world_size]
 
     # ----------------------------------------------------------------- writing
     def write_shard(self, s: int, arrays: Mapping[str, np.ndarray]) -> None:

@@ -4,7 +4,7 @@ Per shard: replayed crops (DataLoader workers read audio and compute fbank), the
 (inference mode; bf16 autocast on GPU) for margin-free logits and embeddings, optional Captum IG maps
 and the teacher's outputs on the integrated inputs, then one write per array in a background thread
 (so writing overlaps the next shard's compute) and ``progress/done[s]`` last. Finished shards are
-skipped on a rerun; under ``torchrun`` rank r takes shards s with s % world_size == r.
+skipped on a rerun; under ``torchrun`` the shards not yet done are dealt out to the ranks in turn.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,11 @@ from kdcache.models.checkpoint import ModelConfig, load_model_dir
 from kdcache.progress import progress_bar
 from kdcache.teacher.saliency import duration_frames, multi_duration_saliency
 from kdcache.teacher.shards import SafeReplay, ShardBatches, ShardLoop, collate, stop_workers
+
+# How long a rank may wait at the last barrier for the others' last shard. torch's default (30 min) is
+# shorter than one shard with IG on a CPU (4096 rows at 5 steps took 26 min here; 50 steps take hours):
+# the ranks that finished first would fail, after all their work, before rank 0 finalizes the cache.
+RANKS_WAIT = timedelta(hours=24)
 
 
 @dataclass
@@ -174,7 +179,7 @@ def build_teacher_cache(cfg: BuildConfig) -> BuildSummary:
         raise KdcacheError(f"--logits {cfg.logits}: choose {', '.join(LOGITS_MODES)}")
     if cfg.integrated_input not in INTEGRATED_INPUT_MODES:
         raise KdcacheError(f"--integrated-input {cfg.integrated_input}: choose {', '.join(INTEGRATED_INPUT_MODES)}")
-    ctx = init_distributed(cfg.device)
+    ctx = init_distributed(cfg.device, timeout=RANKS_WAIT)
     location = CacheLocation(cfg.out)
     if ctx.is_main:
         location.check_writable()  # an object store that refuses writes is named before any teacher work
@@ -220,9 +225,10 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
         "aug_seed": rows.aug_seed,
     }
     writer = _open_writer(cfg, ctx, layout, tconf.speakers, corpus, recipe_arrays, head, attrs)
+    skipped = len(writer.done_shards())
     pending = writer.pending_shards(ctx.rank, ctx.world_size)
-    mine = [s for s in range(layout.num_shards) if s % ctx.world_size == ctx.rank]
-    summary = BuildSummary(rows=len(rows), shards_written=0, shards_skipped=len(mine) - len(pending), bad_rows=0,
+    ctx.barrier()  # every rank has read the done flags before any rank writes: the shares stay disjoint
+    summary = BuildSummary(rows=len(rows), shards_written=0, shards_skipped=skipped, bad_rows=0,
                            seconds=0.0, rows_per_second=0.0)
     started = time.perf_counter()
     if pending:
@@ -231,6 +237,7 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
     ctx.barrier()
     if ctx.is_main:
         writer.finalize()
+    ctx.barrier()  # no rank returns (and reads the cache) while rank 0 rewrites its metadata
     summary.seconds = time.perf_counter() - started
     written_rows = sum(layout.shard_slice(s).stop - layout.shard_slice(s).start for s in pending)
     summary.rows_per_second = written_rows / max(summary.seconds, 1e-9)

@@ -90,10 +90,10 @@ def set_done(path: Path, shards: Any, done: bool) -> None:
     zarr.consolidate_metadata(str(path))
 
 
-if __name__ == "__main__":  # python -m tests.cache.helpers PATH RANK WORLD: write this rank's shards
-    path, rank, world = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if __name__ == "__main__":  # python -m tests.cache.helpers PATH 1,3,...: write these shards
+    path, shards = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
     w = CacheWriter.open_for_resume(path)
-    for s in w.pending_shards(rank, world):
+    for s in shards:
         w.write_shard(s, shard_arrays(w.layout, s))
 
 

@@ -26,8 +26,9 @@ def test_resume_lists_pending_shards(tmp_path: Path) -> None:
     again = CacheWriter.create(path, lay, **make_inputs(lay))  # same settings: reopened, not wiped
     assert again.done_shards() == {0, 3}
     assert again.pending_shards() == [1, 2, 4, 5]
-    assert again.pending_shards(rank=0, world_size=2) == [2, 4]
-    assert again.pending_shards(rank=1, world_size=2) == [1, 5]
+    assert again.pending_shards(rank=0, world_size=2) == [1, 4]  # what is left, dealt out in turn
+    assert again.pending_shards(rank=1, world_size=2) == [2, 5]
+    assert again.pending_shards(rank=2, world_size=3) == [4]
     resumed = CacheWriter.open_for_resume(path)
     c = TeacherCache.open(path)
     assert not c.is_complete and c.missing_shards() == [1, 2, 4, 5]
@@ -134,9 +135,12 @@ def test_two_writer_processes_equal_one_writer(tmp_path: Path) -> None:
     multi = tmp_path / "multi.zarr"
     build(multi, lay, shards=[], finalize=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    shares = [CacheWriter.open_for_resume(multi).pending_shards(r, 2) for r in range(2)]  # read before any write
+    assert shares == [[0, 2, 4], [1, 3]]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.cache.helpers", str(multi), str(r), "2"], cwd=REPO, env=env)
-        for r in range(2)
+        subprocess.Popen([sys.executable, "-m", "tests.cache.helpers", str(multi), ",".join(map(str, share))],
+                         cwd=REPO, env=env)
+        for share in shares
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert CacheWriter.open_for_resume(multi).finalize() is True

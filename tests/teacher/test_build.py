@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from kdcache.models.checkpoint import load_model_dir
 from kdcache.teacher.build import BuildConfig, build_teacher_cache
 from kdcache.teacher.recompute import recompute_rows
 from kdcache.teacher.saliency import TargetLogit, integrated_gradients, segment_bounds
+from tests.cache.helpers import set_done
 
 ROW_ARRAYS = ["rows/utterance", "rows/start", "rows/num_samples", "rows/label", "rows/aug_seed", "rows/input_crc",
               "teacher/logits", "teacher/embedding"]
@@ -145,20 +147,58 @@ def test_kill_9_at_random_points_then_resume_gives_identical_arrays(dense_cache,
     assert verify_cache(str(out)).ok
 
 
-def test_two_ranks_under_torchrun_equal_one_process(dense_cache, tiny_corpus, tiny_teacher, tmp_path):
-    out = tmp_path / "ddp.zarr"
-    args = build_args(tiny_corpus, tiny_teacher, out)
+def torchrun_build(args: list[str], port: int, ranks: int = 2) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port", str(port),
          "-m", "cli.main", *args],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    reference = zarr.open_group(str(dense_cache), mode="r")
-    ddp = zarr.open_group(str(out), mode="r")
+    return result
+
+
+def assert_same_rows(cache: Path, reference: Path) -> None:
+    got, want = zarr.open_group(str(cache), mode="r"), zarr.open_group(str(reference), mode="r")
     for name in ROW_ARRAYS:
-        np.testing.assert_array_equal(ddp[name][:], reference[name][:], err_msg=name)
+        np.testing.assert_array_equal(got[name][:], want[name][:], err_msg=name)
+
+
+def test_two_ranks_under_torchrun_equal_one_process(dense_cache, tiny_corpus, tiny_teacher, tmp_path):
+    out = tmp_path / "ddp.zarr"
+    torchrun_build(build_args(tiny_corpus, tiny_teacher, out), port=29517)
+    assert_same_rows(out, dense_cache)
+
+
+def test_a_resumed_torchrun_build_deals_what_is_left_to_every_rank(dense_cache, tiny_corpus, tiny_teacher,
+                                                                   tmp_path):
+    out = tmp_path / "resumed.zarr"
+    build(tiny_corpus, tiny_teacher, out, shard_rows=8)  # 8 shards, as build_args asks
+    zarr.open_group(str(out), mode="r+", use_consolidated=False)["teacher/logits"][8:16] = 0  # shard 1 lost
+    set_done(out, [1, 3, 5, 7], False)  # the even shards survived a killed build
+    # Dealt by s % 2 == rank, rank 0 would have nothing to do and wait for rank 1's four shards.
+    result = torchrun_build(build_args(tiny_corpus, tiny_teacher, out), port=29518)
+    assert result.stdout.count("2 shards written, 4 already done") == 2, result.stdout
+    assert_same_rows(out, dense_cache)
+    assert verify_cache(str(out)).ok
+
+
+def test_ranks_wait_at_the_last_barrier_longer_than_torchs_default(tiny_corpus, tiny_teacher, tmp_path,
+                                                                    monkeypatch):
+    """One CPU shard with IG outlasts torch's 30-minute collective timeout; the ranks that finish first
+    must not fail while the slowest writes its last shard."""
+    seen = {}
+
+    def init_process_group(backend, timeout=None, **kwargs):
+        seen.update(backend=backend, timeout=timeout)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RuntimeError, match="stop here"):
+        build(tiny_corpus, tiny_teacher, tmp_path / "c.zarr")
+    assert seen["backend"] == "gloo" and seen["timeout"] >= timedelta(hours=12)
 
 
 def test_flipped_byte_is_caught_by_verify_naming_the_shard(dense_cache, tmp_path):
