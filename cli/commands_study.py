@@ -158,6 +158,8 @@ def compare_cmd(runs_a, runs_b, name_a, name_b, data, replicates, seed, out_path
         click.echo(f"over seeds: skipped ({seeds['skipped']})")
     else:
         click.echo(f"95% CI over seeds ({seeds['method']}): [{100 * seeds['low']:+.2f}, {100 * seeds['high']:+.2f}] points")
+        if "note" in seeds:
+            click.echo(f"note: {seeds['note']}")
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

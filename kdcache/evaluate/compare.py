@@ -192,8 +192,12 @@ def seed_interval(eers_a: Sequence[float], eers_b: Sequence[float],
         se, mean = math.sqrt(va + vb), float(a.mean() - b.mean())
         df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if va + vb > 0 else a.size + b.size - 2
     half = t_quantile_975(df) * se
-    return {"method": "paired t" if paired else "Welch t", "difference": mean, "low": mean - half, "high": mean + half,
-            "df": float(df), "num_a": int(a.size), "num_b": int(b.size)}
+    result = {"method": "paired t" if paired else "Welch t", "difference": mean, "low": mean - half,
+              "high": mean + half, "df": float(df), "num_a": int(a.size), "num_b": int(b.size)}
+    if se < 1e-12:  # EER moves in steps (1/targets), so a few seeds can agree exactly
+        result["note"] = ("every seed gives the same difference: an interval of width 0, which says nothing "
+                          "about how seeds spread; run more seeds")
+    return result
 
 
 SCORE_FILE_NAMES = ("scores.txt", "scores", "score.txt", "trials.score")

@@ -384,12 +384,14 @@ def _caches(root: Path) -> list[str]:
 
 def verdict(over_speakers: dict, over_seeds: dict | None) -> str:
     """'holds' when every interval lies below 0 (A better: lower EER), 'reversed' when every one lies above,
-    otherwise 'cannot tell' naming the interval(s) that cross 0."""
-    intervals = {"speakers": over_speakers, **({"seeds": over_seeds} if over_seeds else {})}
-    if all(i["high"] < 0 for i in intervals.values()):
-        return "holds"
-    if all(i["low"] > 0 for i in intervals.values()):
-        return "reversed"
+    otherwise 'cannot tell' naming the interval(s) that cross 0. A seeds interval of width 0 (every seed
+    gave the same difference) is no evidence either way: it never makes an ordering hold."""
+    flat = bool(over_seeds and "note" in over_seeds)
+    intervals = {"speakers": over_speakers, **({"seeds": over_seeds} if over_seeds and not flat else {})}
+    if all(i["high"] < 0 for i in intervals.values()) or all(i["low"] > 0 for i in intervals.values()):
+        if flat:
+            return "cannot tell (the seeds interval has width 0)"
+        return "holds" if over_speakers["high"] < 0 else "reversed"
     crossing = [name for name, i in intervals.items() if i["low"] <= 0 <= i["high"]]
     if not crossing:
         return "cannot tell (intervals disagree)"

@@ -105,6 +105,15 @@ def test_seed_intervals_by_hand():
     assert welch["low"] == pytest.approx(-1 - 12.7062 * math.sqrt(4 / 3), abs=1e-4)
     with pytest.raises(KdcacheError, match="2 seeds"):
         seed_interval([0.1], [0.2, 0.3])
+    assert "note" not in paired and "note" not in welch
+
+
+def test_seeds_that_agree_exactly_give_a_flagged_zero_width_interval():
+    """EER moves in steps of 1/targets: two seeds can differ by exactly the same amount (the study's ResNet34
+    dkd T 2 b 8 against kd T 2: 1.05 - 1.20 and 1.10 - 1.25)."""
+    flat = seed_interval([0.0105, 0.011], [0.012, 0.0125], [0, 1], [0, 1])
+    assert flat["low"] == pytest.approx(-0.0015) and flat["high"] == pytest.approx(-0.0015)
+    assert "width 0" in flat["note"]
 
 
 def test_compare_runs_reads_run_directories(tmp_path):

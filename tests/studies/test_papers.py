@@ -292,13 +292,14 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert study.main(["gate", "--teacher", str(root / "models" / "teacher"), "--out", str(out / "g2.md"), *ce]) == 3
     (out / "compare").mkdir(parents=True)
     for name, (low, high), seeds in (("a-vs-b", (-0.02, -0.001), (-0.03, -0.002)), ("c-vs-d", (-0.02, 0.01), "skipped"),
-                                     ("e-vs-f", (0.001, 0.02), (0.002, 0.01)), ("g-vs-h", (-0.02, -0.01), (-0.01, 0.01))):
+                                     ("e-vs-f", (0.001, 0.02), (0.002, 0.01)), ("g-vs-h", (-0.02, -0.01), (-0.01, 0.01)),
+                                     ("i-vs-j", (-0.02, -0.01), (-0.0015, -0.0015, "equal"))):
         a, b = name.split("-vs-")
         (out / "compare" / f"{name}.json").write_text(json.dumps({"a": a, "b": b, "over_speakers": {
             "eer_a": 0.02, "eer_b": 0.03, "difference": -0.01, "relative": -1 / 3, "low": low, "high": high,
             "num_speakers": 40, "replicates": 1000, "seeds_a": 3, "seeds_b": 2},
             "over_seeds": {"skipped": "needs at least 2 seeds of each system"} if seeds == "skipped" else
-            {"method": "paired t", "low": seeds[0], "high": seeds[1]}}))
+            {"method": "paired t", "low": seeds[0], "high": seeds[1], **({"note": "width 0"} if len(seeds) > 2 else {})}}))
     rigged_top1_cache(root / "caches" / "k1-ig5-attribution.zarr", [0, 1, 2])
     (root / "log" / "cache-k1-ig5-attribution").mkdir(parents=True)
     for f in ("done", "log.txt"):
@@ -323,6 +324,8 @@ def test_gate_and_collect_by_hand(tmp_path):
     assert "| c | d |" in claims and "| - | -33.3% | cannot tell (speakers interval crosses 0) |" in claims
     assert "e-vs-f" not in claims and "| e | f |" in claims and claims.count("| reversed |") == 1
     assert "| g | h |" in claims and "cannot tell (seeds interval crosses 0) |" in claims
+    # two seeds that differ by exactly the same amount: a zero-width interval below 0 is not evidence
+    assert "| i | j |" in claims and "| [-0.15, -0.15] (paired t) | -33.3% | cannot tell (the seeds interval has width 0) |" in claims
     table = (out / "results.md").read_text()
     # dkd: mean 2.5%, t(1) 12.7062 * sd 0.7071 / sqrt 2 = 6.35 points; change against ce 5.00%: -50%
     assert "| xvector-dkd-T2-b8 | 2 | 2.50 ± 6.35 | 0.250 ± 0.635 | -50.0% | 3.00 / 2.00 |" in table
