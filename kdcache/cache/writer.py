@@ -109,6 +109,13 @@ def _strings(values: Sequence[str]) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=object)
 
 
+def rank_share(shards: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s share of ``shards`` (in order): the rank-th and every world_size-th after it."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    return shards[rank::world_size]
+
+
 class CacheWriter:
     """Writes one kdcache (a local zarr v3 group). Use ``create`` or ``open_for_resume``."""
 
@@ -286,10 +293,8 @@ class CacheWriter:
         """This rank's share of the shards not yet done: of those, in order, the rank-th and every
         world_size-th after it. Every rank must read this before any rank writes (a barrier between):
         the shares are disjoint only when all ranks see the same done flags."""
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         done = self.done_shards()
-        return [s for s in range(self.layout.num_shards) if s not in done][rank::world_size]
+        return rank_share([s for s in range(self.layout.num_shards) if s not in done], rank, world_size)
 
     # ----------------------------------------------------------------- writing
     def write_shard(self, s: int, arrays: Mapping[str, np.ndarray]) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 import kdcache
 from kdcache.cache.objectstore import CacheLocation, describe_store_error, store_error_types
 from kdcache.cache.schema import LOGITS_MODES, CacheLayout
-from kdcache.cache.writer import CacheWriter, build_lock
+from kdcache.cache.writer import CacheWriter, build_lock, rank_share
 from kdcache.data.augment import AugmentConfig, Augmenter
 from kdcache.data.corpus import Corpus, load_corpus
 from kdcache.data.crops import CropPlan, plan_rows
@@ -225,10 +225,10 @@ def _build(cfg: BuildConfig, ctx: DistContext) -> BuildSummary:
         "aug_seed": rows.aug_seed,
     }
     writer = _open_writer(cfg, ctx, layout, tconf.speakers, corpus, recipe_arrays, head, attrs)
-    skipped = len(writer.done_shards())
-    pending = writer.pending_shards(ctx.rank, ctx.world_size)
+    todo = writer.pending_shards()  # one read of the done flags (one object per shard on a store)
+    pending = rank_share(todo, ctx.rank, ctx.world_size)
     ctx.barrier()  # every rank has read the done flags before any rank writes: the shares stay disjoint
-    summary = BuildSummary(rows=len(rows), shards_written=0, shards_skipped=skipped, bad_rows=0,
+    summary = BuildSummary(rows=len(rows), shards_written=0, shards_skipped=layout.num_shards - len(todo), bad_rows=0,
                            seconds=0.0, rows_per_second=0.0)
     started = time.perf_counter()
     if pending:
