@@ -512,14 +512,16 @@ COMPARISONS=(
   "xvector-dkd-T2-b8 xvector-kd-T2" "xvector-dkd-T2-b8 xvector-kd-T4" "xvector-imlkd xvector-kd-T2"
   "xvector-imlkd xvector-embedding" "xvector-imlkd xvector-mlkd" "xvector-kd-T2-ls xvector-kd-T2"
   "xvector-dkd-T2-b8-ls xvector-dkd-T2-b8"
-  "xvector-embedding xvector-ce" "xvector-kd-T2 xvector-ce" "xvector-kd-T4 xvector-ce" "xvector-dkd-T1-b2 xvector-ce"
-  "xvector-dkd-T2-b8 xvector-ce" "xvector-mlkd xvector-ce" "xvector-imlkd xvector-ce"
   "xvector-imlkd xvector-imlkd-attribution"
   "$RN-dkd-T1-b2 $RN-embedding" "$RN-dkd-T1-b2 $RN-kd-T2" "$RN-dkd-T2-b8 $RN-embedding" "$RN-dkd-T2-b8 $RN-kd-T2"
   "$RN-imlkd $RN-kd-T2" "$RN-imlkd $RN-embedding" "$RN-imlkd $RN-mlkd"
-  "$RN-embedding $RN-ce" "$RN-kd-T2 $RN-ce" "$RN-dkd-T1-b2 $RN-ce" "$RN-dkd-T2-b8 $RN-ce" "$RN-mlkd $RN-ce"
-  "$RN-imlkd $RN-ce"
 )
+for loss in $XV_LOSSES; do  # and every loss of each family against its ce (a logit-standardized one against its base, above)
+  [[ $loss == ce || $loss == *-ls ]] || COMPARISONS+=("xvector-$loss xvector-ce")
+done
+for loss in $RN_LOSSES; do
+  [[ $loss == ce || $loss == *-ls ]] || COMPARISONS+=("$RN-$loss $RN-ce")
+done
 
 seed_dirs() {  # seed_dirs BASE SEEDS: the finished run folders BASE-s<seed>
   local base=$1 seed dirs=()
